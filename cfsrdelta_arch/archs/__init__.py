@@ -1,0 +1,4 @@
+"""Auto-registration: every ``*_arch.py`` file in this folder is imported for BasicSR's registries."""
+from cfsrdelta_arch.utils.discovery import import_modules_with_suffix
+
+_modules = import_modules_with_suffix(__name__, __file__, '_arch.py')

@@ -1,0 +1,33 @@
+"""Install the cfsrdelta_arch BasicSR plugin (``pip install -e .``).
+
+torch/torchvision are not pinned here: scripts/setup_env.sh installs the builds this project is
+tested with (torch 2.14.1, torchvision 0.29.1) before basicsr, which needs torch at build time.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name='cfsrdelta_arch',
+    version='0.1.0',
+    description='CFSR-Delta: CFSR, LESRCNN and frozen-backbone refiners as a BasicSR plugin',
+    long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else '',
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['cfsrdelta_arch', 'cfsrdelta_arch.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        'basicsr==1.4.2',
+        'torch>=2.0',
+        'torchvision',
+        'opencv-python',
+        'numpy',
+        'pyyaml',
+        'lmdb',
+        'tqdm',
+    ],
+    extras_require={
+        'test': ['pytest'],
+        'demo': ['scikit-image'],
+        'onnx': ['onnx', 'onnxruntime'],
+        'figures': ['matplotlib'],
+    },
+    entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.inference_cli:main']},
+)
