@@ -34,6 +34,7 @@ class CFSRDelta(nn.Module):
         super().__init__()
         self.backbone = build_from_options(backbone)
         self.refiner = build_from_options(refiner)
+        self.has_pretrained_backbone = bool(backbone_weights)
         if backbone_weights:
             load_weights(self.backbone, backbone_weights, backbone_param_key)
         self.backbone.requires_grad_(False)

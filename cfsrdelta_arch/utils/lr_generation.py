@@ -4,6 +4,9 @@ HR -> mod-crop to a multiple of the scale -> MATLAB-compatible bicubic with anti
 (``basicsr.utils.matlab_functions.imresize``) -> round like MATLAB (floor(x + 0.5)) -> uint8.
 OpenCV's INTER_CUBIC is not equivalent and must not be used for evaluation data.
 """
+import os
+
+import cv2
 import numpy as np
 from basicsr.utils.matlab_functions import imresize
 
@@ -35,3 +38,52 @@ def bicubic_downsample(hr, scale):
     hr = mod_crop(hr, scale)
     lr = imresize(hr.astype(np.float64) / 255.0, 1.0 / scale)
     return np.clip(np.floor(lr * 255.0 + 0.5), 0, 255).astype(np.uint8)
+
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+
+
+def list_images(folder):
+    """Sorted image paths directly inside ``folder``; a clear error if it is missing or has none."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f'not a folder: {folder}')
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in {folder}')
+    return paths
+
+
+def read_image_color(path):
+    """Read an image as uint8 BGR (H, W, 3); grayscale is replicated to 3 channels (protocol step 4)."""
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f'cannot read image: {path}')
+    return img
+
+
+def write_lr_images(hr_paths, out_root, scales, progress=None):
+    """Write EDSR-layout LR images ``out_root/LR_bicubic/X<s>/<stem>x<s>.png`` for each HR image.
+
+    Args:
+        hr_paths (list[str]): HR image files.
+        out_root (str): dataset folder that receives ``LR_bicubic``.
+        scales (list[int]): e.g. [2, 3, 4].
+        progress (callable | None): called as ``progress(i, n, path)`` after each image.
+
+    Returns:
+        int: number of LR files written.
+    """
+    written = 0
+    for s in scales:
+        os.makedirs(os.path.join(out_root, 'LR_bicubic', f'X{s}'), exist_ok=True)
+    for i, path in enumerate(hr_paths):
+        hr = read_image_color(path)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for s in scales:
+            out = os.path.join(out_root, 'LR_bicubic', f'X{s}', f'{stem}x{s}.png')
+            if not cv2.imwrite(out, bicubic_downsample(hr, s)):
+                raise OSError(f'cannot write {out}')
+            written += 1
+        if progress:
+            progress(i + 1, len(hr_paths), path)
+    return written

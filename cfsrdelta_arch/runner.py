@@ -1,0 +1,83 @@
+"""BasicSR's train/test pipelines with the plugin registered, early stopping and benchmark tables."""
+import logging
+from os import path as osp
+
+import torch
+from basicsr.data import build_dataloader, build_dataset
+from basicsr.models import build_model
+from basicsr.train import train_pipeline as basicsr_train_pipeline
+from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs
+from basicsr.utils.options import dict2str, parse_options
+
+from cfsrdelta_arch.models.cfsrdelta_model import EarlyStopping
+
+
+def train_pipeline(root_path):
+    """Run ``basicsr.train.train_pipeline``; an early stop (val.early_stopping) ends it cleanly.
+
+    Args:
+        root_path (str): repository root; experiments/ and tb_logger/ are created under it.
+    """
+    try:
+        basicsr_train_pipeline(root_path)
+    except EarlyStopping as stop:
+        get_root_logger().info(f'{stop}. The best refiner is models/net_g_best.pth (see best.json).')
+
+
+def missing_dataset_roots(dataset_opt):
+    """The dataroot_* folders of one dataset option that do not exist."""
+    return [v for k, v in dataset_opt.items() if k.startswith('dataroot_') and v and not osp.exists(v)]
+
+
+def format_table(rows, metrics):
+    """Markdown table of ``rows`` = [(dataset, {metric: value})]."""
+    lines = ['| dataset | ' + ' | '.join(metrics) + ' |', '|---|' + '---|' * len(metrics)]
+    for name, values in rows:
+        lines.append(f'| {name} | ' + ' | '.join(f'{values[m]:.4f}' for m in metrics) + ' |')
+    return '\n'.join(lines)
+
+
+def test_pipeline(root_path):
+    """BasicSR's test pipeline, plus: datasets whose folders are missing are skipped with a warning
+    (the test options list all five benchmarks), and a table of all results is logged at the end.
+
+    Args:
+        root_path (str): repository root; results/<name>/ is created under it.
+    """
+    opt, _ = parse_options(root_path, is_train=False)
+    make_exp_dirs(opt)
+    log_file = osp.join(opt['path']['log'], f"test_{opt['name']}_{get_time_str()}.log")
+    logger = get_root_logger(logger_name='basicsr', log_level=logging.INFO, log_file=log_file)
+    logger.info(get_env_info())
+    logger.info(dict2str(opt))
+
+    test_loaders = []
+    for _, dataset_opt in sorted(opt['datasets'].items()):
+        missing = missing_dataset_roots(dataset_opt)
+        if missing:
+            logger.warning(f"Skipping {dataset_opt['name']}: missing {', '.join(missing)} "
+                           '(see README, "Data")')
+            continue
+        test_set = build_dataset(dataset_opt)
+        test_loaders.append(build_dataloader(test_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
+                                             sampler=None, seed=opt['manual_seed']))
+        logger.info(f"Number of test images in {dataset_opt['name']}: {len(test_set)}")
+    if not test_loaders:
+        raise FileNotFoundError('none of the datasets in the option file exist; see README, "Data"')
+
+    torch.set_grad_enabled(False)
+    model = build_model(opt)
+    rows = []
+    for test_loader in test_loaders:
+        name = test_loader.dataset.opt['name']
+        logger.info(f'Testing {name}...')
+        model.validation(test_loader, current_iter=opt['name'], tb_logger=None, save_img=opt['val']['save_img'])
+        if getattr(model, 'metric_results', None):
+            rows.append((name, dict(model.metric_results)))
+    if rows:
+        table = format_table(rows, list(rows[0][1]))
+        logger.info(f"Results of {opt['name']}:\n{table}")
+        with open(osp.join(opt['path']['results_root'], 'results.md'), 'w') as f:
+            f.write(table + '\n')
+    return rows
+

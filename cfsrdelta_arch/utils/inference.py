@@ -1,0 +1,88 @@
+"""Inference mechanisms written once: x8 self-ensemble and overlapping-tile inference.
+
+Both take a function ``fn`` mapping an LR batch (N, C, H, W) in [0, 1] to its SR (N, C, s*H, s*W),
+so the BasicSR models, the inference CLI and the benchmark scripts share them.
+"""
+import torch
+
+
+def _transform(x, k):
+    """The k-th of the 8 dihedral transforms (k in 0..7): optional transpose, then rot90 k%4 times."""
+    if k >= 4:
+        x = x.transpose(-2, -1)
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+def _inverse_transform(x, k):
+    x = torch.rot90(x, -(k % 4), dims=(-2, -1))
+    if k >= 4:
+        x = x.transpose(-2, -1)
+    return x
+
+
+def self_ensemble(fn, x):
+    """Mean of ``fn`` over the 8 flip/transpose variants of ``x`` (each mapped back first).
+
+    Costs 8 forward passes; gains about +0.085 dB for CFSR x4 on Set5 (protocol.md).
+    """
+    out = None
+    for k in range(8):
+        y = _inverse_transform(fn(_transform(x, k)), k)
+        out = y if out is None else out + y
+    return out / 8
+
+
+def tiled_forward(fn, x, scale, tile_size, tile_overlap=16):
+    """Run ``fn`` on overlapping LR tiles and blend them into the full SR image.
+
+    Each tile of ``tile_size`` LR pixels is extended by ``tile_overlap`` pixels of real context on
+    every side that has image there; only the tile's own core is written to the output, so every
+    output pixel comes from a tile in which it has at least ``tile_overlap`` LR pixels of context
+    (or the image border). With an overlap at least the network's effective receptive radius the
+    result equals whole-image inference; see scripts/bench_tiling.py for the measured seam error.
+
+    Args:
+        fn (callable): LR (N, C, h, w) -> SR (N, C, scale*h, scale*w).
+        x (Tensor): LR batch (N, C, H, W).
+        scale (int): upscale factor of ``fn``.
+        tile_size (int): core tile size in LR pixels (> 0).
+        tile_overlap (int): context added around each core, in LR pixels (>= 0).
+
+    Returns:
+        Tensor: (N, C, scale*H, scale*W).
+    """
+    if tile_size <= 0 or tile_overlap < 0:
+        raise ValueError(f'tile_size must be > 0 and tile_overlap >= 0, got {tile_size}, {tile_overlap}')
+    n, c, h, w = x.shape
+    if h <= tile_size and w <= tile_size:
+        return fn(x)
+    out = x.new_zeros(n, c, h * scale, w * scale)
+    for top in range(0, h, tile_size):
+        for left in range(0, w, tile_size):
+            bottom, right = min(top + tile_size, h), min(left + tile_size, w)
+            t0, l0 = max(top - tile_overlap, 0), max(left - tile_overlap, 0)
+            b0, r0 = min(bottom + tile_overlap, h), min(right + tile_overlap, w)
+            sr = fn(x[..., t0:b0, l0:r0])
+            out[..., top * scale:bottom * scale, left * scale:right * scale] = \
+                sr[..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale]
+    return out
+
+
+def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_overlap=16):
+    """Full inference recipe: optional tiling around optional self-ensemble.
+
+    Args:
+        fn (callable): LR -> SR network function.
+        x (Tensor): LR batch (N, C, H, W) in [0, 1].
+        scale (int): upscale factor.
+        self_ensemble_on (bool): average the 8 dihedral variants.
+        tile_size (int | None): LR tile size; None runs the whole image.
+        tile_overlap (int): LR context around each tile.
+
+    Returns:
+        Tensor: SR (N, C, scale*H, scale*W), unclamped.
+    """
+    run = (lambda t: self_ensemble(fn, t)) if self_ensemble_on else fn
+    if tile_size:
+        return tiled_forward(run, x, scale, tile_size, tile_overlap)
+    return run(x)
