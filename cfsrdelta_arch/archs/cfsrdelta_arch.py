@@ -47,9 +47,13 @@ class CFSRDelta(nn.Module):
         return self
 
     def forward_backbone(self, lr):
-        """SR_base (N, 3, s*H, s*W) from LR (N, 3, H, W), without an autograd graph."""
+        """SR_base (N, 3, s*H, s*W) in [0, 1] from LR (N, 3, H, W), without an autograd graph.
+
+        Clamped to the image range, as the cached SR_base (16-bit PNG) is, so that a refiner sees
+        the same input whether it trains from the cache or runs after the backbone.
+        """
         with torch.no_grad():
-            return self.backbone(lr)
+            return self.backbone(lr).clamp_(0, 1)
 
     def forward(self, lr, base=None):
         """Refined SR; ``base`` (a precomputed/cached SR_base) skips the backbone."""

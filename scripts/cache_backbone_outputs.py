@@ -1,0 +1,121 @@
+"""Compute the frozen backbone's SR output (SR_base) once for every LR image of a delta training run.
+
+Reads a train option file, builds the backbone of ``network_g`` with the weights in
+``path.pretrain_network_backbone``, and for every dataset of type PairedCachedBaseDataset (train and
+val) writes ``<dataroot_base>/<GT file name>`` as a 16-bit PNG, from the whole LR image (tiled for
+large ones), so training sees exactly what the backbone gives at test time.
+
+Existing files are kept (the run can be interrupted and resumed); a cache made with other backbone
+weights or options is refused unless --overwrite is given (cache_info.json records them).
+
+Example:
+  python scripts/cache_backbone_outputs.py -opt options/train/train_CFSRDelta_LRRefineNet_x4.yml
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
+
+import cfsrdelta_arch  # noqa: E402,F401  (registers archs; installs the basicsr compat shim)
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from basicsr.data.data_util import paired_paths_from_folder  # noqa: E402
+
+from cfsrdelta_arch.archs.cfsrdelta_arch import build_from_options  # noqa: E402
+from cfsrdelta_arch.data.paired_cached_base_dataset import encode_base  # noqa: E402
+from cfsrdelta_arch.utils.inference import super_resolve  # noqa: E402
+from cfsrdelta_arch.utils.weights import load_weights, sha256_of  # noqa: E402
+
+
+def cached_datasets(opt):
+    """The dataset options of type PairedCachedBaseDataset in a train option dict."""
+    return [d for d in opt['datasets'].values() if d.get('type') == 'PairedCachedBaseDataset']
+
+
+def cache_signature(opt):
+    """What the cache depends on: backbone options and the sha256 of its weights."""
+    weights = opt['path'].get('pretrain_network_backbone')
+    if not weights:
+        raise ValueError('path.pretrain_network_backbone is not set: nothing to cache')
+    return {'backbone': opt['network_g']['backbone'], 'weights_sha256': sha256_of(weights), 'scale': opt['scale']}
+
+
+def check_signature(folder, signature, overwrite):
+    """Refuse to mix outputs of different backbones in one cache folder."""
+    info_path = os.path.join(folder, 'cache_info.json')
+    if os.path.isfile(info_path) and not overwrite:
+        with open(info_path) as f:
+            old = json.load(f)
+        if old != json.loads(json.dumps(signature)):
+            raise ValueError(f'{folder} holds outputs of another backbone ({info_path}); use --overwrite '
+                             'or another dataroot_base')
+    os.makedirs(folder, exist_ok=True)
+    with open(info_path, 'w') as f:
+        json.dump(signature, f, indent=2)
+
+
+def lr_to_tensor(path):
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise OSError(f'cannot read {path}')
+    return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
+
+
+def cache_dataset(backbone, dataset_opt, scale, tile, overwrite):
+    """Write SR_base for every LR/GT pair of one dataset option; returns (written, kept)."""
+    tmpl = dataset_opt.get('filename_tmpl', '{}')
+    pairs = paired_paths_from_folder([dataset_opt['dataroot_lq'], dataset_opt['dataroot_gt']], ['lq', 'gt'], tmpl)
+    out_dir = dataset_opt['dataroot_base']
+    written = kept = 0
+    for i, pair in enumerate(pairs):
+        out = os.path.join(out_dir, os.path.basename(pair['gt_path']))
+        if os.path.isfile(out) and not overwrite:
+            kept += 1
+        else:
+            with torch.no_grad():
+                sr = super_resolve(backbone, lr_to_tensor(pair['lq_path']), scale, tile_size=tile, tile_overlap=32)
+            bgr = sr[0].clamp(0, 1).numpy().transpose(1, 2, 0)[:, :, ::-1]
+            with open(out + '.part', 'wb') as f:
+                f.write(encode_base(bgr))
+            os.replace(out + '.part', out)
+            written += 1
+        print(f"\r[{dataset_opt['name']}] {i + 1}/{len(pairs)}", end='', flush=True)
+    print()
+    return written, kept
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('-opt', required=True, help='train option file using PairedCachedBaseDataset')
+    p.add_argument('--tile', type=int, default=256, help='LR tile size for large images (default 256; 0: whole)')
+    p.add_argument('--overwrite', action='store_true', help='recompute existing files / replace another cache')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    with open(args.opt) as f:
+        opt = yaml.safe_load(f)
+    datasets = cached_datasets(opt)
+    if not datasets:
+        sys.exit(f'error: {args.opt} has no PairedCachedBaseDataset dataset')
+    try:
+        signature = cache_signature(opt)
+        backbone = build_from_options(opt['network_g']['backbone'])
+        load_weights(backbone, opt['path']['pretrain_network_backbone'], opt['path'].get('param_key_backbone',
+                                                                                          'params'))
+        backbone.eval()
+        for d in datasets:
+            check_signature(d['dataroot_base'], signature, args.overwrite)
+            written, kept = cache_dataset(backbone, d, opt['scale'], args.tile or None, args.overwrite)
+            print(f"{d['name']}: {written} computed, {kept} already cached -> {d['dataroot_base']}")
+    except (OSError, ValueError) as err:
+        sys.exit(f'error: {err}')
+
+
+if __name__ == '__main__':
+    main()
