@@ -3,6 +3,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from cfsrdelta_arch.utils.inference import padded_forward
 from cfsrdelta_arch.utils.weights import load_weights
 
 
@@ -26,12 +27,19 @@ class CFSRDelta(nn.Module):
         refiner (dict): option dict of the refiner, e.g. ``{'type': 'RefineNet'}``.
         backbone_weights (str | None): checkpoint to load into the backbone (verified, strict).
         backbone_param_key (str): key inside that checkpoint ('params').
+        backbone_pad_multiple (int): the backbone only accepts LR sizes divisible by this, e.g. a
+            window-attention backbone such as BasicSR's SwinIR needs its ``window_size`` (which it
+            does not pad to itself); the LR is mirror-padded to that multiple for the backbone and
+            its output cropped back (:func:`cfsrdelta_arch.utils.inference.padded_forward`).
+            1 (default) runs the backbone on the LR as it is. The refiner always sees the true size.
 
     Input (N, 3, H, W) RGB in [0, 1]; output (N, 3, s*H, s*W).
     """
 
-    def __init__(self, backbone, refiner, backbone_weights=None, backbone_param_key='params'):
+    def __init__(self, backbone, refiner, backbone_weights=None, backbone_param_key='params',
+                 backbone_pad_multiple=1):
         super().__init__()
+        self.backbone_pad_multiple = int(backbone_pad_multiple)
         self.backbone = build_from_options(backbone)
         self.refiner = build_from_options(refiner)
         self.has_pretrained_backbone = bool(backbone_weights)
@@ -53,7 +61,21 @@ class CFSRDelta(nn.Module):
         the same input whether it trains from the cache or runs after the backbone.
         """
         with torch.no_grad():
-            return self.backbone(lr).clamp_(0, 1)
+            return padded_forward(self.backbone, lr, self.backbone_pad_multiple).clamp_(0, 1)
+
+    @staticmethod
+    def is_whole_state(state_dict):
+        """True for a whole-network state dict (``backbone.*``/``refiner.*`` keys), False for a refiner's."""
+        return any(k.startswith('backbone.') for k in state_dict)
+
+    def load_refiner_or_whole(self, state_dict, strict=True):
+        """Load a refiner checkpoint (what CFSRDeltaModel saves) or a whole exported CFSRDelta.
+
+        Returns the module that received the weights (``self`` or ``self.refiner``).
+        """
+        target = self if self.is_whole_state(state_dict) else self.refiner
+        target.load_state_dict(state_dict, strict=strict)
+        return target
 
     def forward(self, lr, base=None):
         """Refined SR; ``base`` (a precomputed/cached SR_base) skips the backbone."""

@@ -52,10 +52,8 @@ class CFSRDeltaModel(TTASRModel):
     def load_network(self, net, load_path, strict=True, param_key='params'):
         """Load refiner weights, or a whole CFSRDelta when the file has ``backbone.*`` keys."""
         net = self.get_bare_model(net)
-        state = load_state_dict_file(load_path, param_key)
-        target = net if any(k.startswith('backbone.') for k in state) else net.refiner
-        get_root_logger().info(f'Loading {target.__class__.__name__} from {load_path} [{param_key}]')
-        target.load_state_dict(state, strict=strict)
+        target = net.load_refiner_or_whole(load_state_dict_file(load_path, param_key), strict=strict)
+        get_root_logger().info(f'Loaded {target.__class__.__name__} from {load_path} [{param_key}]')
 
     def setup_optimizers(self):
         """Optimise the refiner's parameters only (no per-parameter log lines for the frozen backbone)."""
@@ -73,6 +71,16 @@ class CFSRDeltaModel(TTASRModel):
         if optim_type == 'AdamW':
             return torch.optim.AdamW(params, lr, **kwargs)
         return super().get_optimizer(optim_type, params, lr, **kwargs)
+
+    def model_ema(self, decay=0.999):
+        """EMA of the refiner; the frozen backbone is copied, not averaged (``x*d + x*(1-d)`` is not
+        exactly ``x`` in floating point, so BasicSR's version lets the EMA backbone drift)."""
+        ema_params = dict(self.net_g_ema.named_parameters())
+        for name, param in self.get_bare_model(self.net_g).named_parameters():
+            if name.startswith('backbone.'):
+                ema_params[name].data.copy_(param.data)
+            else:
+                ema_params[name].data.mul_(decay).add_(param.data, alpha=1 - decay)
 
     def feed_data(self, data):
         super().feed_data(data)

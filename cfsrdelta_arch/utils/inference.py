@@ -1,19 +1,24 @@
-"""Inference mechanisms written once: x8 self-ensemble and overlapping-tile inference.
+"""Inference mechanisms written once: x8 self-ensemble, overlapping-tile inference and padding to a
+size multiple (window-attention backbones).
 
-Both take a function ``fn`` mapping an LR batch (N, C, H, W) in [0, 1] to its SR (N, C, s*H, s*W),
+All take a function ``fn`` mapping an LR batch (N, C, H, W) in [0, 1] to its SR (N, C, s*H, s*W),
 so the BasicSR models, the inference CLI and the benchmark scripts share them.
 """
+import functools
+
 import torch
+from torch.nn import functional as F
 
 
-def _transform(x, k):
+def dihedral(x, k):
     """The k-th of the 8 dihedral transforms (k in 0..7): optional transpose, then rot90 k%4 times."""
     if k >= 4:
         x = x.transpose(-2, -1)
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
-def _inverse_transform(x, k):
+def inverse_dihedral(x, k):
+    """Undo :func:`dihedral` ``k`` (also maps an SR of the transformed LR back to the original frame)."""
     x = torch.rot90(x, -(k % 4), dims=(-2, -1))
     if k >= 4:
         x = x.transpose(-2, -1)
@@ -27,7 +32,7 @@ def self_ensemble(fn, x):
     """
     out = None
     for k in range(8):
-        y = _inverse_transform(fn(_transform(x, k)), k)
+        y = inverse_dihedral(fn(dihedral(x, k)), k)
         out = y if out is None else out + y
     return out / 8
 
@@ -68,8 +73,34 @@ def tiled_forward(fn, x, scale, tile_size, tile_overlap=16):
     return out
 
 
-def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_overlap=16):
-    """Full inference recipe: optional tiling around optional self-ensemble.
+def padded_forward(fn, x, multiple):
+    """Run ``fn`` on ``x`` padded at the bottom/right to multiples of ``multiple``, then crop.
+
+    For networks that only accept sizes divisible by some number, e.g. window attention (SwinIR:
+    ``window_size``). The padding mirrors the image (reflect; replicate where the image is smaller
+    than the padding); the output is cropped to ``scale * (H, W)``, the scale being read from the
+    output's size, so padding only affects pixels near the bottom/right border.
+
+    Args:
+        fn (callable): LR (N, C, h, w) -> SR (N, C, s*h, s*w).
+        x (Tensor): LR batch (N, C, H, W).
+        multiple (int): required divisor of h and w (1: no padding).
+
+    Returns:
+        Tensor: (N, C, s*H, s*W).
+    """
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not pad_h and not pad_w:
+        return fn(x)
+    mode = 'reflect' if pad_h < h and pad_w < w else 'replicate'
+    y = fn(F.pad(x, (0, pad_w, 0, pad_h), mode=mode))
+    scale = y.shape[-2] // (h + pad_h)
+    return y[..., :h * scale, :w * scale]
+
+
+def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_overlap=16, pad_multiple=1):
+    """Full inference recipe: optional tiling around optional self-ensemble around optional padding.
 
     Args:
         fn (callable): LR -> SR network function.
@@ -78,10 +109,13 @@ def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_ove
         self_ensemble_on (bool): average the 8 dihedral variants.
         tile_size (int | None): LR tile size; None runs the whole image.
         tile_overlap (int): LR context around each tile.
+        pad_multiple (int): pad every input of ``fn`` to multiples of this (see :func:`padded_forward`).
 
     Returns:
         Tensor: SR (N, C, scale*H, scale*W), unclamped.
     """
+    if pad_multiple > 1:
+        fn = functools.partial(padded_forward, fn, multiple=pad_multiple)
     run = (lambda t: self_ensemble(fn, t)) if self_ensemble_on else fn
     if tile_size:
         return tiled_forward(run, x, scale, tile_size, tile_overlap)

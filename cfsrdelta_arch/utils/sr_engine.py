@@ -1,0 +1,277 @@
+"""SREngine: a ready-to-use super-resolution network for real images (CLI, export, benchmarks).
+
+Loading is written once here: a network is built either from an option file's ``network_g``
+(train or test YAML; for CFSRDelta the backbone comes from ``path.pretrain_network_backbone``) or
+from an arch name, a checkpoint and a scale. Train-form networks (CFSR ``deploy: false``) are merged
+into deploy form on load. Tiling and self-ensemble come from :mod:`cfsrdelta_arch.utils.inference`.
+
+Example::
+
+    engine = SREngine.from_weights('CFSR', 'weights/official/CFSR_x4.pth', scale=4, tile_size=256)
+    sr = engine.enhance(read_image('photo.png'))   # same layout and dtype, 4x larger
+"""
+import inspect
+import os
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from cfsrdelta_arch.archs.cfsrdelta_arch import CFSRDelta, build_from_options
+from cfsrdelta_arch.utils.image_io import from_float, to_float
+from cfsrdelta_arch.utils.inference import super_resolve
+from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file
+
+# LR pixels of real context around each tile. scripts/bench_tiling.py (official CFSR x4, Set14
+# baboon/barbara/bridge, tiles 32 and 64) gives the largest tiled-vs-whole difference before
+# rounding, in 8-bit levels: overlap 16: 4.6, 20: 1.5, 24: 0.31, 32: 0.004. 24 is the smallest
+# overlap within one level; 32 keeps a wide margin for other images and for a refiner's extra context
+# (CFSR-Delta) at about 10% more time than 24 with 256-pixel tiles.
+DEFAULT_TILE_OVERLAP = 32
+ALPHA_MODES = ('bicubic', 'network')
+SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
+
+
+def resolve_device(device='auto'):
+    """'auto' -> 'cuda' when available, else 'cpu'; anything else is passed to ``torch.device``."""
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    return torch.device(device)
+
+
+def scale_kwarg(arch):
+    """Name of the constructor argument that sets the upscale factor of a registered arch."""
+    params = inspect.signature(ARCH_REGISTRY.get(arch).__init__).parameters
+    for name in SCALE_KWARGS:
+        if name in params:
+            return name
+    raise ValueError(f'{arch} has no scale argument ({", ".join(SCALE_KWARGS)}); use an option file (--opt)')
+
+
+def train_form_modules(net):
+    """Submodules in train form: those with a ``merge()`` method and ``deploy == False``."""
+    return [m for m in net.modules() if getattr(m, 'deploy', True) is False and callable(getattr(m, 'merge', None))]
+
+
+def to_deploy(net):
+    """Merge every train-form submodule in place and return ``net``.
+
+    For CFSR this folds the EFN edge branches into ``pos`` (exact up to float rounding); networks
+    without train-form modules are returned unchanged.
+    """
+    for module in train_form_modules(net):
+        module.merge()
+    return net
+
+
+def one_line_error(err, net):
+    """A :class:`CheckpointError` for a failed load: itself, or torch's multi-line key report cut
+    to one line of at most about 300 characters."""
+    if isinstance(err, CheckpointError):
+        return err
+    detail = ' '.join(line.strip() for line in str(err).splitlines() if line.strip())
+    detail = detail if len(detail) <= 300 else detail[:300] + '...'
+    return CheckpointError(f'checkpoint does not fit the {type(net).__name__} network: {detail}')
+
+
+def load_state(net, state_dict):
+    """Strictly load a state dict into a built network (CFSRDelta: a refiner's or a whole one).
+
+    A deploy-form checkpoint (e.g. from scripts/export_model.py) also loads into a network built in
+    train form (CFSR ``deploy: false``): the network is merged first, then loaded.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit (one line).
+    """
+    load = net.load_refiner_or_whole if isinstance(net, CFSRDelta) else net.load_state_dict
+    try:
+        load(state_dict)
+    except (CheckpointError, RuntimeError) as err:
+        if not train_form_modules(net):
+            raise one_line_error(err, net) from None
+        first = err
+        try:
+            to_deploy(net)
+            load(state_dict)
+        except (CheckpointError, RuntimeError):
+            raise one_line_error(first, net) from None
+
+
+def load_option_file(path):
+    """Option dict of a BasicSR train/test YAML file."""
+    with open(path, encoding='utf-8') as f:
+        try:
+            opt = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ValueError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
+    if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
+        raise ValueError(f'{path}: no network_g section; is it a BasicSR option file?')
+    return opt
+
+
+def resolve_option_path(path, opt_path):
+    """A path from an option file: as given if it exists (relative to the working directory, as
+    BasicSR reads it), else relative to the nearest folder above the option file where it exists
+    (so options/test/x.yml finds weights/... from any working directory). Unresolved paths are
+    returned as given, so the error names them as written."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    folder = os.path.dirname(os.path.abspath(opt_path))
+    while True:
+        candidate = os.path.join(folder, path)
+        if os.path.exists(candidate):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return path
+        folder = parent
+
+
+def build_network(network_opt, weights, param_key='params', backbone_weights=None, backbone_param_key='params'):
+    """Build ``network_opt`` (``{'type': arch, ...}``) and load its weights, in eval/deploy form.
+
+    Args:
+        network_opt (dict): option dict of a registered arch.
+        weights (str | None): checkpoint of the whole network; for CFSRDelta, a refiner-only
+            checkpoint (what training saves) or a whole exported one.
+        param_key (str): key inside ``weights`` ('params' or 'params_ema').
+        backbone_weights (str | None): CFSRDelta only: backbone checkpoint, unless ``weights``
+            is a whole network.
+        backbone_param_key (str): key inside ``backbone_weights``.
+
+    Returns:
+        nn.Module: the network, eval mode, deploy form, on the CPU, no parameter requiring grad.
+
+    Raises:
+        CheckpointError: missing or mismatching weights (one-line message).
+    """
+    if not weights:
+        raise CheckpointError(f'no weights for {network_opt.get("type")}: pass --weights or set '
+                              'path.pretrain_network_g in the option file')
+    state = load_state_dict_file(weights, param_key)
+    network_opt = dict(network_opt)
+    is_delta = network_opt.get('type') == CFSRDelta.__name__
+    if is_delta and not CFSRDelta.is_whole_state(state):
+        if backbone_weights and not network_opt.get('backbone_weights'):
+            network_opt.update(backbone_weights=backbone_weights, backbone_param_key=backbone_param_key)
+        if not network_opt.get('backbone_weights'):
+            raise CheckpointError(f'{weights} holds a refiner only: the backbone weights are needed too '
+                                  '(path.pretrain_network_backbone in the option file)')
+    try:
+        net = build_from_options(network_opt)  # CFSRDelta loads its backbone here
+    except CheckpointError as err:
+        raise CheckpointError(f'backbone {network_opt.get("backbone_weights")}: {err}') from None
+    try:
+        load_state(net, state)
+    except CheckpointError as err:
+        raise CheckpointError(f'{weights}: {err}') from None
+    net.requires_grad_(False)
+    return to_deploy(net.eval())
+
+
+class SREngine:
+    """A loaded SR network plus how to run it: device, tiling, self-ensemble, alpha handling.
+
+    Args:
+        net (nn.Module): LR (N, 3, H, W) RGB in [0, 1] -> SR (N, 3, s*H, s*W).
+        scale (int): upscale factor s.
+        device (str | torch.device): 'auto', 'cpu', 'cuda', 'cuda:1', ...
+        tile_size (int | None): LR tile size; None or 0 runs whole images (fastest, most memory).
+        tile_overlap (int): LR context around each tile (see DEFAULT_TILE_OVERLAP).
+        self_ensemble (bool): average the 8 flip/transpose variants (8x time, ~+0.08 dB).
+        alpha_mode (str): how an RGBA image's alpha plane is upscaled: 'bicubic' (cheap, smooth
+            edges) or 'network' (alpha replicated to RGB and run through the network like the
+            colour, sharper edges, twice the time).
+
+    The tiling/overlap attributes may be changed between calls.
+    """
+
+    def __init__(self, net, scale, device='auto', tile_size=None, tile_overlap=DEFAULT_TILE_OVERLAP,
+                 self_ensemble=False, alpha_mode='bicubic'):
+        if alpha_mode not in ALPHA_MODES:
+            raise ValueError(f"alpha_mode must be one of {ALPHA_MODES}, got '{alpha_mode}'")
+        self.device = resolve_device(device)
+        self.net = net.to(self.device).eval()
+        self.scale = int(scale)
+        self.tile_size = tile_size or None
+        self.tile_overlap = tile_overlap
+        self.self_ensemble = self_ensemble
+        self.alpha_mode = alpha_mode
+
+    @classmethod
+    def from_option_file(cls, path, weights=None, param_key=None, **kwargs):
+        """Build ``network_g`` of a BasicSR train/test option file.
+
+        Weights: ``weights`` if given, else ``path.pretrain_network_g`` (key ``param_key`` or
+        ``path.param_key_g``). For CFSRDelta, a refiner-only checkpoint is combined with the
+        backbone of ``path.pretrain_network_backbone``. Relative paths inside the file are resolved
+        with :func:`resolve_option_path`. ``kwargs`` go to :class:`SREngine`.
+        """
+        opt = load_option_file(path)
+        paths = opt.get('path') or {}
+        scale = opt.get('scale') or opt['network_g'].get(scale_kwarg(opt['network_g']['type']))
+        net = build_network(
+            opt['network_g'],
+            weights or resolve_option_path(paths.get('pretrain_network_g'), path),
+            param_key or paths.get('param_key_g') or 'params',
+            backbone_weights=resolve_option_path(paths.get('pretrain_network_backbone'), path),
+            backbone_param_key=paths.get('param_key_backbone') or 'params')
+        return cls(net, scale, **kwargs)
+
+    @classmethod
+    def from_weights(cls, arch, weights, scale, param_key='params', **kwargs):
+        """Build a single registered arch (CFSR, LESRCNN, ...) with default options at ``scale``."""
+        net = build_network({'type': arch, scale_kwarg(arch): int(scale)}, weights, param_key)
+        return cls(net, scale, **kwargs)
+
+    def __repr__(self):
+        tiles = f'tile {self.tile_size}+{self.tile_overlap}' if self.tile_size else 'whole image'
+        return (f'SREngine({type(self.net).__name__} x{self.scale}, {self.device}, {tiles}, '
+                f'self-ensemble {"on" if self.self_ensemble else "off"}, alpha {self.alpha_mode})')
+
+    @torch.inference_mode()
+    def sr_tensor(self, x):
+        """SR of an LR batch: (N, 3, H, W) float in [0, 1] (any device) -> (N, 3, s*H, s*W) float32
+        in [0, 1] on the CPU, clamped."""
+        x = x.to(self.device, torch.float32)
+        sr = super_resolve(self.net, x, self.scale, self.self_ensemble, self.tile_size, self.tile_overlap)
+        return sr.clamp_(0, 1).cpu()
+
+    def sr_rgb(self, rgb):
+        """SR of one float RGB image: (H, W, 3) float32 in [0, 1] -> (s*H, s*W, 3) float32 in [0, 1]."""
+        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
+        return self.sr_tensor(x)[0].numpy().transpose(1, 2, 0)
+
+    def upscale_alpha(self, alpha):
+        """Upscale an alpha plane: (H, W) float32 in [0, 1] -> (s*H, s*W) float32 in [0, 1]."""
+        h, w = alpha.shape
+        if alpha.min() == alpha.max():  # e.g. fully opaque: nothing to interpolate
+            return np.full((h * self.scale, w * self.scale), alpha.flat[0], np.float32)
+        if self.alpha_mode == 'network':
+            return self.sr_rgb(np.repeat(alpha[..., None], 3, axis=2)).mean(axis=2)
+        up = cv2.resize(alpha, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
+        return np.clip(up, 0, 1)
+
+    def enhance(self, img):
+        """Super-resolve an image array, keeping its layout and dtype.
+
+        Args:
+            img (np.ndarray): (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA; uint8 or uint16.
+                Gray runs through the network replicated to RGB and comes back as the mean of
+                the three output channels; RGBA's alpha is upscaled by :meth:`upscale_alpha`.
+
+        Returns:
+            np.ndarray: (s*H, s*W[, C]), same dtype, rounded.
+        """
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+            raise ValueError(f'expected (H, W), (H, W, 3) or (H, W, 4), got {img.shape}')
+        x = to_float(img)
+        if x.ndim == 2:
+            out = self.sr_rgb(np.repeat(x[..., None], 3, axis=2)).mean(axis=2)
+        else:
+            out = self.sr_rgb(x[..., :3])
+            if x.shape[2] == 4:
+                out = np.concatenate([out, self.upscale_alpha(x[..., 3])[..., None]], axis=2)
+        return from_float(out, img.dtype)

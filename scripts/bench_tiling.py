@@ -1,0 +1,123 @@
+"""Seam error of tiled inference: tiled vs whole-image output for several tile sizes and overlaps.
+
+For every benchmark HR image, LR is made per the protocol (MATLAB-compatible bicubic,
+``bicubic_downsample``); the network (official CFSR x4 by default) runs on the whole LR image and
+then tiled, exactly as the CLI runs it (SREngine). For each (tile, overlap) the table gives, over
+all images: the largest difference in 8-bit levels after rounding, the largest difference before
+rounding (float, in levels), the lowest PSNR of tiled vs whole output, and the summed run time
+(whole-image time in the first row). The CLI's default --tile-overlap (DEFAULT_TILE_OVERLAP in
+cfsrdelta_arch/utils/sr_engine.py, with the measured numbers) was chosen from this table: at least
+the smallest overlap whose max uint8 difference is <= 1 for every tile size, with a margin in the
+float column.
+
+CFSR stacks 12 blocks of 9x9 depthwise convs (theoretical receptive radius about 63 LR pixels),
+but the effective radius is much smaller: the error decays quickly with the overlap.
+
+Example (the measurement behind DEFAULT_TILE_OVERLAP; a few minutes on a desktop CPU):
+  python scripts/bench_tiling.py --images ../shared/datasets/benchmark/Set14/HR --n 14
+Quick check:
+  python scripts/bench_tiling.py --n 1 --crop 48 --tiles 16 --overlaps 0 8
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
+
+import numpy as np  # noqa: E402
+
+from cfsrdelta_arch.inference_cli import add_model_args, check_model_args, engine_from_args  # noqa: E402
+from cfsrdelta_arch.utils.image_io import from_float, to_float  # noqa: E402
+from cfsrdelta_arch.utils.lr_generation import bicubic_downsample, list_images, read_image_color  # noqa: E402
+from cfsrdelta_arch.utils.sr_engine import DEFAULT_TILE_OVERLAP  # noqa: E402
+
+
+def psnr_uint8(a, b):
+    """PSNR (dB) between two uint8 arrays; inf when identical."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def load_lr_images(folder, n, scale, crop=0):
+    """Protocol LR (RGB uint8 (h, w, 3)) of the first ``n`` images in ``folder``, optionally center-
+    cropped to ``crop`` x ``crop`` LR pixels."""
+    lrs = []
+    for path in list_images(folder)[:n]:
+        lr = bicubic_downsample(read_image_color(path), scale)[..., ::-1]
+        if crop:
+            top, left = max((lr.shape[0] - crop) // 2, 0), max((lr.shape[1] - crop) // 2, 0)
+            lr = lr[top:top + crop, left:left + crop]
+        lrs.append((os.path.basename(path), np.ascontiguousarray(lr)))
+    return lrs
+
+
+def timed_sr(engine, lr):
+    """(float SR (s*h, s*w, 3) in [0, 1], seconds) of one RGB uint8 LR image."""
+    start = time.perf_counter()
+    sr = engine.sr_rgb(to_float(lr))
+    return sr, time.perf_counter() - start
+
+
+def measure(engine, lrs, tiles, overlaps):
+    """Rows (tile, overlap, max uint8 diff, max float diff in levels, min PSNR, seconds)."""
+    engine.tile_size = None
+    whole = [timed_sr(engine, lr) for _, lr in lrs]
+    rows = [('whole', '-', 0, 0.0, math.inf, sum(t for _, t in whole))]
+    for tile in tiles:
+        for overlap in overlaps:
+            engine.tile_size, engine.tile_overlap = tile, overlap
+            max_u8, max_f, min_psnr, seconds = 0, 0.0, math.inf, 0.0
+            for (_, lr), (ref, _) in zip(lrs, whole):
+                sr, t = timed_sr(engine, lr)
+                seconds += t
+                a, b = from_float(sr, np.uint8), from_float(ref, np.uint8)
+                max_u8 = max(max_u8, int(np.abs(a.astype(np.int16) - b).max()))
+                max_f = max(max_f, float(np.abs(sr - ref).max()) * 255)
+                min_psnr = min(min_psnr, psnr_uint8(a, b))
+            rows.append((tile, overlap, max_u8, max_f, min_psnr, seconds))
+    return rows
+
+
+def format_table(rows):
+    lines = [f'{"tile":>6} {"overlap":>7} {"max|d| u8":>10} {"max|d| float":>13} {"min PSNR dB":>12} {"time s":>8}']
+    for tile, overlap, u8, fl, psnr, sec in rows:
+        lines.append(f'{tile!s:>6} {overlap!s:>7} {u8:>10d} {fl:>13.3f} {psnr:>12.2f} {sec:>8.2f}')
+    return '\n'.join(lines)
+
+
+def recommended_overlap(rows):
+    """Smallest overlap with max uint8 difference <= 1 for every tile size measured (None if none)."""
+    by_overlap = {}
+    for tile, overlap, u8, *_ in rows[1:]:
+        by_overlap.setdefault(overlap, []).append(u8)
+    ok = [o for o, diffs in sorted(by_overlap.items()) if max(diffs) <= 1]
+    return ok[0] if ok else None
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.set_defaults(arch='CFSR', weights='weights/official/CFSR_x4.pth', scale=4, device='cpu')
+    p.add_argument('--images', default='../shared/datasets/benchmark/Set14/HR', help='folder of HR images')
+    p.add_argument('--n', type=int, default=3, help='number of images (default 3)')
+    p.add_argument('--crop', type=int, default=0, help='center-crop LR to this size (0: whole; for quick runs)')
+    p.add_argument('--tiles', type=int, nargs='+', default=[32, 64], help='LR tile sizes')
+    p.add_argument('--overlaps', type=int, nargs='+', default=[0, 4, 8, 12, 16, 24, 32], help='LR overlaps')
+    args = p.parse_args(argv)
+    if args.opt:
+        args.arch = None
+    check_model_args(p, args)
+    engine = engine_from_args(args)
+    lrs = load_lr_images(args.images, args.n, engine.scale, args.crop)
+    sizes = ', '.join(f'{name} {lr.shape[1]}x{lr.shape[0]}' for name, lr in lrs)
+    print(f'{engine}; LR images: {sizes}')
+    rows = measure(engine, lrs, args.tiles, args.overlaps)
+    print(format_table(rows))
+    print(f'smallest overlap with max |d| <= 1 level for all tile sizes: {recommended_overlap(rows)} '
+          f'(default --tile-overlap: {DEFAULT_TILE_OVERLAP})')
+
+
+if __name__ == '__main__':
+    main()

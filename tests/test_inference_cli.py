@@ -1,0 +1,175 @@
+"""cfsrdelta-infer on generated images: every input kind, failures, output naming, tiling."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import official_weights, require_shared
+
+from cfsrdelta_arch.archs.cfsr_arch import CFSR
+from cfsrdelta_arch.inference_cli import main
+from cfsrdelta_arch.utils.image_io import read_image, write_image
+from cfsrdelta_arch.utils.lr_generation import bicubic_downsample, read_image_color
+from cfsrdelta_arch.utils.sr_engine import DEFAULT_TILE_OVERLAP, SREngine
+
+TINY_CFSR = {'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': [1], 'dw_size': 9, 'mlp_ratio': 2}
+H, W = 12, 16  # LR size of the generated images
+
+
+def write_tiny_model(folder, network=None, scale=2, seed=0):
+    """A random tiny CFSR (or ``network``) as (option file, checkpoint) in ``folder``.
+
+    The option file has ``network_g`` and ``scale`` only; the checkpoint is passed with --weights.
+    """
+    network = network or TINY_CFSR
+    torch.manual_seed(seed)
+    net = CFSR(**{k: v for k, v in network.items() if k != 'type'})
+    for p in net.parameters():  # make every block matter (layer scales start at 1e-6)
+        p.data.add_(torch.randn_like(p) * 0.05)
+    pth = os.path.join(folder, 'tiny.pth')
+    torch.save({'params': net.state_dict()}, pth)
+    opt = os.path.join(folder, 'tiny.yml')
+    with open(opt, 'w') as f:
+        yaml.safe_dump({'scale': scale, 'network_g': network}, f)
+    return opt, pth
+
+
+def smooth_image(h, w, channels=3, seed=0):
+    """A smooth random uint8 image (h, w, channels), like a natural image at low resolution."""
+    small = np.random.default_rng(seed).integers(0, 256, (max(h // 4, 2), max(w // 4, 2), channels), np.uint8)
+    img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return img if img.ndim == 3 else img[..., None]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """(option file, weights) of a random tiny CFSR x2."""
+    return write_tiny_model(str(tmp_path))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    """A folder with RGB, gray, RGBA, 16-bit PNGs, a JPEG and a corrupt PNG (written with OpenCV)."""
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    rgb = smooth_image(H, W)
+    cv2.imwrite(str(folder / 'rgb.png'), rgb)
+    cv2.imwrite(str(folder / 'gray.png'), rgb[..., 0])
+    alpha = np.tile(np.linspace(0, 255, W).astype(np.uint8), (H, 1))
+    cv2.imwrite(str(folder / 'rgba.png'), np.dstack([rgb, alpha]))
+    cv2.imwrite(str(folder / 'deep.png'), rgb.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / 'photo.jpg'), rgb, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (folder / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n this is not an image')
+    return folder
+
+
+def run_cli(capsys, *args):
+    """(exit status, stderr) of the CLI."""
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err
+
+
+def test_folder_of_every_kind(tiny, inputs, tmp_path, capsys):
+    out = tmp_path / 'out'
+    status, err = run_cli(capsys, '-i', inputs, '-o', out, '--opt', tiny[0], '--weights', tiny[1])
+    assert status == 1
+    assert 'broken.png' in err and 'not a readable image' in err
+    assert '5 written, 1 failed' in err
+    expected = {'rgb.png': ((2 * H, 2 * W, 3), np.uint8), 'gray.png': ((2 * H, 2 * W), np.uint8),
+                'rgba.png': ((2 * H, 2 * W, 4), np.uint8), 'deep.png': ((2 * H, 2 * W, 3), np.uint16),
+                'photo.png': ((2 * H, 2 * W, 3), np.uint8)}
+    assert sorted(os.listdir(out)) == sorted(expected)
+    for name, (shape, dtype) in expected.items():
+        img = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert img.shape == shape and img.dtype == dtype, name
+    # The alpha ramp is upscaled (bicubic), not dropped or replaced by an opaque plane.
+    alpha = cv2.imread(str(out / 'rgba.png'), cv2.IMREAD_UNCHANGED)[..., 3]
+    assert alpha[:, 0].max() < 20 and alpha[:, -1].min() > 235
+    # The colour of RGBA is the colour of the RGB image; 16 bit keeps its precision.
+    rgb = cv2.imread(str(out / 'rgb.png'))
+    np.testing.assert_array_equal(cv2.imread(str(out / 'rgba.png'), cv2.IMREAD_UNCHANGED)[..., :3], rgb)
+    deep = cv2.imread(str(out / 'deep.png'), cv2.IMREAD_UNCHANGED)
+    assert np.abs(deep / 257.0 - rgb).max() <= 0.51
+    assert len(np.unique(deep)) > len(np.unique(rgb))  # real 16-bit values, not 8-bit ones x 257
+
+
+def test_exit_status_0_when_all_succeed(tiny, inputs, tmp_path, capsys):
+    (inputs / 'broken.png').unlink()
+    status, err = run_cli(capsys, '-i', inputs, '-o', tmp_path / 'out', '--opt', tiny[0], '--weights', tiny[1])
+    assert status == 0, err
+    assert '5 written, 0 failed' in err
+
+
+def test_single_file_suffix_and_jpeg_output(tiny, inputs, tmp_path, capsys):
+    out = tmp_path / 'out'
+    for name in ('rgba.png', 'deep.png'):
+        status, err = run_cli(capsys, '-i', inputs / name, '-o', out, '--opt', tiny[0], '--weights', tiny[1],
+                              '--suffix', 'x2', '--ext', 'jpg')
+        assert status == 0, err
+    assert sorted(os.listdir(out)) == ['deep_x2.jpg', 'rgba_x2.jpg']
+    for name in os.listdir(out):  # JPEG: alpha dropped, 16 bit reduced to 8
+        img = cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED)
+        assert img.shape == (2 * H, 2 * W, 3) and img.dtype == np.uint8
+
+
+def test_gray_and_rgba_engine_semantics(tiny):
+    engine = SREngine.from_option_file(tiny[0], weights=tiny[1], device='cpu')
+    rgb = smooth_image(H, W)[..., ::-1].copy()
+    gray = rgb[..., 1]
+    # Gray: the network on the replicated plane, output = mean of its three channels.
+    expected = np.round(engine.sr_rgb(np.repeat(gray[..., None], 3, 2) / np.float32(255)).mean(2) * 255)
+    np.testing.assert_array_equal(engine.enhance(gray), expected.astype(np.uint8))
+    # Opaque alpha stays exactly opaque; 'network' alpha mode runs the network on it.
+    opaque = engine.enhance(np.dstack([rgb, np.full((H, W), 255, np.uint8)]))
+    assert (opaque[..., 3] == 255).all()
+    engine.alpha_mode = 'network'
+    ramp = np.tile(np.linspace(0, 255, W).astype(np.uint8), (H, 1))
+    out = engine.enhance(np.dstack([rgb, ramp]))
+    expected = engine.enhance(ramp)  # a gray image: the same network pass
+    np.testing.assert_array_equal(out[..., 3], expected)
+
+
+def test_refuses_to_overwrite_inputs(tiny, inputs, capsys):
+    before = (inputs / 'rgb.png').read_bytes()
+    status, err = run_cli(capsys, '-i', inputs, '-o', inputs, '--opt', tiny[0], '--weights', tiny[1])
+    assert status == 1 and 'would overwrite an input' in err
+    assert (inputs / 'rgb.png').read_bytes() == before
+
+
+def test_clear_errors(tiny, inputs, tmp_path, capsys):
+    status, err = run_cli(capsys, '-i', inputs, '-o', tmp_path, '--arch', 'CFSR', '--weights',
+                          tmp_path / 'missing.pth', '--scale', '4')
+    assert status == 1 and 'checkpoint not found' in err and len(err.strip().splitlines()) == 1
+    status, err = run_cli(capsys, '-i', tmp_path / 'nowhere', '-o', tmp_path, '--opt', tiny[0])
+    assert status == 1 and 'no such file or folder' in err
+    with pytest.raises(SystemExit) as exc:
+        main(['-i', str(inputs), '--arch', 'CFSR', '--weights', tiny[1]])  # no --scale
+    assert exc.value.code == 2
+
+
+def test_read_write_roundtrip(tmp_path):
+    """RGB order, 16 bit and alpha survive write_image/read_image."""
+    img = np.random.default_rng(1).integers(0, 65536, (5, 7, 4), dtype=np.uint16)
+    write_image(str(tmp_path / 'a.png'), img)
+    np.testing.assert_array_equal(read_image(str(tmp_path / 'a.png')), img)
+    bgr = cv2.imread(str(tmp_path / 'a.png'), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(bgr[..., 0], img[..., 2])
+
+
+def test_tiled_matches_whole_image_official_cfsr():
+    """Official CFSR x4 on a real 96x96 LR crop, 32-pixel tiles with the default overlap (so the
+    corner tiles see only part of the image): every output pixel within one 8-bit level of
+    whole-image inference (scripts/bench_tiling.py measures this on whole Set14 images)."""
+    hr = read_image_color(os.path.join(require_shared('datasets', 'benchmark', 'Set14', 'HR'), 'monarch.png'))
+    lr = np.ascontiguousarray(bicubic_downsample(hr, 4)[16:112, 48:144, ::-1])
+    engine = SREngine.from_weights('CFSR', official_weights('CFSR_x4.pth'), 4, device='cpu')
+    whole = engine.enhance(lr)
+    engine.tile_size = 32
+    assert engine.tile_overlap == DEFAULT_TILE_OVERLAP and 32 + DEFAULT_TILE_OVERLAP < 96  # corner tiles
+    tiled = engine.enhance(lr)
+    assert tiled.shape == whole.shape == (384, 384, 3)
+    assert np.abs(tiled.astype(int) - whole).max() <= 1
+    engine.tile_overlap = 0  # the check is sensitive: without context the seams show
+    assert np.abs(engine.enhance(lr).astype(int) - whole).max() > 1
