@@ -1,0 +1,131 @@
+"""Benchmark evaluation written once: CFSR and CFSR-Delta refiners, single and x8 self-ensemble.
+
+Used by scripts/bench_results_table.py (the README's results table) and scripts/run_benchmark.py
+(the main job). Each HR image is mod-cropped and downsampled per the protocol; the backbone runs
+once per flip/transpose variant of the LR and every refiner reuses those outputs: "single" is the
+identity variant, "x8" the mean of all 8 mapped back, i.e. what ``val.self_ensemble: true`` gives.
+Metrics: BasicSR's calculate_psnr/ssim on Y with crop_border = scale.
+"""
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from basicsr.metrics import calculate_psnr, calculate_ssim
+
+from .flops import count_conv_macs
+from .inference import dihedral, inverse_dihedral
+from .lr_generation import bicubic_downsample, mod_crop
+from .sr_engine import SREngine
+
+BACKBONE = 'CFSR'
+
+
+def bgr_to_tensor(img):
+    """uint8 BGR (H, W, 3) -> float RGB (1, 3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
+
+
+def tensor_to_bgr(x):
+    """float RGB (1, 3, H, W) -> uint8 BGR (H, W, 3), clamped and rounded like BasicSR's tensor2img."""
+    return (x[0].clamp(0, 1).numpy().transpose(1, 2, 0)[:, :, ::-1] * 255.0).round().astype(np.uint8)
+
+
+def load_networks(scale, refiners, options_dir):
+    """(backbone, {refiner name: refiner}) for one scale, from the test option files
+    ``test_CFSR_x<s>.yml`` and ``test_CFSRDelta_<name>_x<s>.yml`` in ``options_dir``."""
+    backbone = SREngine.from_option_file(os.path.join(options_dir, f'test_CFSR_x{scale}.yml')).net
+    found = {}
+    for name in refiners:
+        path = os.path.join(options_dir, f'test_CFSRDelta_{name}_x{scale}.yml')
+        found[name] = SREngine.from_option_file(path).net.refiner
+    return backbone, found
+
+
+@torch.inference_mode()
+def evaluate_image(hr, scale, backbone, refiners, ensemble=True):
+    """PSNR/SSIM of every method on one uint8 BGR HR image.
+
+    Returns {(method, 'single'|'x8'): (psnr, ssim)}; method is 'CFSR' or a refiner name.
+    """
+    hr = mod_crop(hr, scale)
+    lr = bgr_to_tensor(bicubic_downsample(hr, scale))
+    sums, singles = {}, {}
+    for k in range(8 if ensemble else 1):
+        lr_k = dihedral(lr, k)
+        base = backbone(lr_k)
+        clamped = base.clamp(0, 1)  # what CFSRDelta feeds its refiner
+        outs = {BACKBONE: base, **{name: ref(clamped, lr_k) for name, ref in refiners.items()}}
+        for name, out in outs.items():
+            out = inverse_dihedral(out, k)
+            sums[name] = out if k == 0 else sums[name] + out
+            singles.setdefault(name, out)
+    result = {}
+    for name in sums:
+        modes = [('single', singles[name])] + ([('x8', sums[name] / 8)] if ensemble else [])
+        for mode, out in modes:
+            sr = tensor_to_bgr(out)
+            result[(name, mode)] = (calculate_psnr(sr, hr, scale, test_y_channel=True),
+                                    calculate_ssim(sr, hr, scale, test_y_channel=True))
+    return result
+
+
+def evaluate_images(images, scale, backbone, refiners, label, ensemble=True):
+    """Mean PSNR/SSIM per (method, mode) over ``images`` = [(name, uint8 BGR HR)], with progress."""
+    acc = {}
+    for i, (_, hr) in enumerate(images):
+        for key, value in evaluate_image(hr, scale, backbone, refiners, ensemble).items():
+            acc.setdefault(key, []).append(value)
+        print(f'\r  {label} {i + 1}/{len(images)}', end='\n' if i + 1 == len(images) else '', file=sys.stderr,
+              flush=True)
+    return {key: tuple(np.mean(v, axis=0)) for key, v in acc.items()}
+
+
+@torch.inference_mode()
+def measure_cost(scale, backbone, refiners, repeats, out_hw=(720, 1280)):
+    """{method: (params, conv GMACs, latency ratio vs backbone, median seconds)} for an ``out_hw``
+    output; the methods' timings are interleaved in one loop so machine load affects all alike."""
+    lr = torch.rand(1, 3, out_hw[0] // scale, out_hw[1] // scale)
+    base = backbone(lr).clamp(0, 1)
+    n_backbone = sum(p.numel() for p in backbone.parameters())
+    macs_backbone = count_conv_macs(backbone, lr)
+    rows = {BACKBONE: (n_backbone, macs_backbone / 1e9)}
+    for name, ref in refiners.items():
+        rows[name] = (n_backbone + sum(p.numel() for p in ref.parameters()),
+                      (macs_backbone + count_conv_macs(ref, base, lr)) / 1e9)
+    times = {name: [] for name in rows}
+    for _ in range(repeats):
+        for name in rows:
+            start = time.perf_counter()
+            out = backbone(lr)
+            if name != BACKBONE:
+                refiners[name](out.clamp(0, 1), lr)
+            times[name].append(time.perf_counter() - start)
+    t0 = statistics.median(times[BACKBONE])
+    return {name: (p, g, statistics.median(times[name]) / t0, statistics.median(times[name]))
+            for name, (p, g) in rows.items()}
+
+
+def method_label(name, mode='single'):
+    label = BACKBONE if name == BACKBONE else f'{BACKBONE} + {name}'
+    return label + (' (x8 self-ensemble)' if mode == 'x8' else '')
+
+
+def format_quality_table(quality, datasets, methods, modes=('single', 'x8')):
+    """Markdown rows 'PSNR / SSIM' per method and dataset; ``quality[dataset][(method, mode)]``."""
+    lines = ['| method | ' + ' | '.join(datasets) + ' |', '|---|' + '---|' * len(datasets)]
+    for name in methods:
+        for mode in modes:
+            cells = [f'{quality[d][(name, mode)][0]:.4f} / {quality[d][(name, mode)][1]:.4f}' for d in datasets]
+            lines.append(f'| {method_label(name, mode)} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def format_cost_table(cost):
+    """Markdown table of :func:`measure_cost`'s result."""
+    lines = ['| method | params | GMACs (1280x720 out) | CPU latency | vs CFSR |', '|---|---|---|---|---|']
+    for name, (params, gmacs, ratio, seconds) in cost.items():
+        lines.append(f'| {method_label(name)} | {params:,d} | {gmacs:.2f} | {seconds * 1000:.0f} ms | {ratio:.3f}x |')
+    return '\n'.join(lines)

@@ -1,0 +1,81 @@
+"""MATLAB-compatible bicubic resizing by an integer factor, as fixed convolutions.
+
+Same kernel, antialiasing and symmetric border handling as ``basicsr.utils.matlab_functions.imresize``
+(whose weight computation is reused), but batched, differentiable and ONNX-exportable, so networks
+can use the evaluation protocol's degradation model inside their forward pass.
+"""
+import torch
+from basicsr.utils.matlab_functions import calculate_weights_indices
+from torch import nn
+from torch.nn import functional as F
+
+
+def _interior_taps(in_length, out_length, scale):
+    """1-D weights and first-tap offsets of MATLAB's cubic resize for interior output pixels.
+
+    Returns (weights (out_length, taps) float64 tensor, first (out_length,) int tensor) where
+    ``first[i]`` is the 0-based input index of output i's first tap before symmetric padding.
+    """
+    weights, indices, sym_start, _ = calculate_weights_indices(in_length, out_length, scale, 'cubic', 4, True)
+    return weights.double(), indices[:, 0].long() - sym_start
+
+
+def symmetric_pad(x, top, bottom, left, right):
+    """MATLAB 'symmetric' padding (edge pixel repeated: ... x1 x0 | x0 x1 ...) of an NCHW tensor."""
+    if top or bottom:
+        x = torch.cat([x[..., :top, :].flip(-2), x, x[..., x.shape[-2] - bottom:, :].flip(-2)], dim=-2)
+    if left or right:
+        x = torch.cat([x[..., :left].flip(-1), x, x[..., x.shape[-1] - right:].flip(-1)], dim=-1)
+    return x
+
+
+class BicubicDown(nn.Module):
+    """Antialiased MATLAB bicubic downsampling by 1/``scale``: (N, C, s*H, s*W) -> (N, C, H, W).
+
+    A depthwise (L x L, stride s) conv with the separable kernel of imresize, after symmetric
+    padding; matches imresize to float rounding when H, W >= the padding (6 px at x4).
+    """
+
+    def __init__(self, scale, channels=3):
+        super().__init__()
+        n = 8
+        weights, first = _interior_taps(n * scale, n, 1.0 / scale)
+        i = n // 2
+        taps = weights[i]
+        self.scale, self.channels = scale, channels
+        self.pad_start = int(scale * i - first[i])
+        self.pad_end = len(taps) - scale - self.pad_start
+        kernel = torch.outer(taps, taps).float()
+        self.register_buffer('kernel', kernel.expand(channels, 1, *kernel.shape).clone(), persistent=False)
+
+    def forward(self, x):
+        x = symmetric_pad(x, self.pad_start, self.pad_end, self.pad_start, self.pad_end)
+        return F.conv2d(x, self.kernel, stride=self.scale, groups=self.channels)
+
+
+class BicubicUp(nn.Module):
+    """MATLAB bicubic upsampling by ``scale``: (N, C, H, W) -> (N, C, s*H, s*W).
+
+    Each of the s x s output phases is a fixed 4x4-tap filter of the symmetric-padded input; one
+    grouped conv computes all phases at input resolution and PixelShuffle interleaves them.
+    """
+
+    def __init__(self, scale, channels=3):
+        super().__init__()
+        n = 8
+        weights, first = _interior_taps(n, n * scale, float(scale))
+        i = n // 2
+        rows = range(scale * i, scale * i + scale)  # the s phases of interior input pixel i
+        offsets = [int(first[r]) - i for r in rows]
+        lo, hi = min(offsets), max(o + weights.shape[1] for o in offsets)
+        phase = torch.zeros(scale, hi - lo, dtype=torch.float64)
+        for j, (r, o) in enumerate(zip(rows, offsets)):
+            phase[j, o - lo:o - lo + weights.shape[1]] = weights[r]
+        kernel = torch.einsum('ak,bl->abkl', phase, phase).reshape(scale * scale, 1, hi - lo, hi - lo)
+        self.scale, self.channels = scale, channels
+        self.pad_start, self.pad_end = -lo, hi - 1
+        self.register_buffer('kernel', kernel.float().repeat(channels, 1, 1, 1), persistent=False)
+
+    def forward(self, x):
+        x = symmetric_pad(x, self.pad_start, self.pad_end, self.pad_start, self.pad_end)
+        return F.pixel_shuffle(F.conv2d(x, self.kernel, groups=self.channels), self.scale)

@@ -1,0 +1,71 @@
+"""Benchmark table: CFSR vs CFSR + refiners, each with and without x8 self-ensemble, plus cost.
+
+For every scale and benchmark set, each HR image is mod-cropped and downsampled per the protocol
+(MATLAB-compatible bicubic), the backbone runs once on each of the 8 flip/transpose variants of
+the LR, and every refiner reuses those 8 outputs: "single" uses the identity variant only,
+"x8" averages all 8 (mapped back), exactly what ``val.self_ensemble: true`` computes. PSNR/SSIM
+on Y, crop_border = scale (BasicSR's calculate_psnr/ssim).
+
+The cost table gives parameters, conv MACs for a 1280x720 output and CPU latency relative to the
+backbone alone, measured side by side in this process (median over --repeats runs, interleaved).
+
+Networks come from test option files: options/test/test_CFSR_x<s>.yml for the backbone and
+options/test/test_CFSRDelta_<Refiner>_x<s>.yml for each refiner in --refiners.
+
+Example:
+  python scripts/bench_results_table.py --scales 4 --datasets Set5 --refiners RefineNet BPRefineNet
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+sys.path.insert(0, ROOT)
+
+import cfsrdelta_arch  # noqa: E402,F401
+import torch  # noqa: E402
+
+from cfsrdelta_arch.utils.benchmark import (evaluate_images, format_cost_table, format_quality_table,  # noqa: E402
+                                            load_networks, measure_cost)
+from cfsrdelta_arch.utils.lr_generation import list_images, read_image_color  # noqa: E402
+
+
+def load_hr_folder(folder):
+    """[(name, uint8 BGR image)] of a benchmark HR folder."""
+    return [(os.path.basename(p), read_image_color(p)) for p in list_images(folder)]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--scales', type=int, nargs='+', default=[2, 3, 4])
+    p.add_argument('--datasets', nargs='+', default=['Set5', 'Set14', 'B100'])
+    p.add_argument('--benchmark-root', default=os.path.join(ROOT, 'datasets', 'benchmark'),
+                   help='folder with <Set>/HR subfolders (default: datasets/benchmark)')
+    p.add_argument('--refiners', nargs='+', default=['RefineNet', 'BPRefineNet'],
+                   help='refiners with options/test/test_CFSRDelta_<name>_x<s>.yml (default: RefineNet BPRefineNet)')
+    p.add_argument('--options-dir', default=os.path.join(ROOT, 'options', 'test'))
+    p.add_argument('--repeats', type=int, default=10, help='latency repeats per method (default 10)')
+    p.add_argument('--out', help='also write the markdown tables to this file')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_grad_enabled(False)
+    blocks = []
+    for scale in args.scales:
+        backbone, refiners = load_networks(scale, args.refiners, args.options_dir)
+        quality = {d: evaluate_images(load_hr_folder(os.path.join(args.benchmark_root, d, 'HR')), scale, backbone,
+                                      refiners, f'x{scale} {d}') for d in args.datasets}
+        cost = measure_cost(scale, backbone, refiners, args.repeats)
+        methods = list(cost)
+        blocks.append(f'### x{scale}\n\n' + format_quality_table(quality, args.datasets, methods) + '\n\n'
+                      + format_cost_table(cost))
+        print(blocks[-1] + '\n', flush=True)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write('\n\n'.join(blocks) + '\n')
+
+
+if __name__ == '__main__':
+    main()
