@@ -45,6 +45,8 @@ def parse_args(argv=None):
                    help='refiners with options/test/test_CFSRDelta_<name>_x<s>.yml (default: RefineNet BPRefineNet)')
     p.add_argument('--options-dir', default=os.path.join(ROOT, 'options', 'test'))
     p.add_argument('--repeats', type=int, default=10, help='latency repeats per method (default 10)')
+    p.add_argument('--no-quality', action='store_true', help='only the cost table (run it on an idle machine)')
+    p.add_argument('--no-cost', action='store_true', help='only the PSNR/SSIM table (timing-insensitive)')
     p.add_argument('--out', help='also write the markdown tables to this file')
     return p.parse_args(argv)
 
@@ -55,12 +57,14 @@ def main(argv=None):
     blocks = []
     for scale in args.scales:
         backbone, refiners = load_networks(scale, args.refiners, args.options_dir)
-        quality = {d: evaluate_images(load_hr_folder(os.path.join(args.benchmark_root, d, 'HR')), scale, backbone,
-                                      refiners, f'x{scale} {d}') for d in args.datasets}
-        cost = measure_cost(scale, backbone, refiners, args.repeats)
-        methods = list(cost)
-        blocks.append(f'### x{scale}\n\n' + format_quality_table(quality, args.datasets, methods) + '\n\n'
-                      + format_cost_table(cost))
+        parts = [f'### x{scale}']
+        if not args.no_quality:
+            quality = {d: evaluate_images(load_hr_folder(os.path.join(args.benchmark_root, d, 'HR')), scale,
+                                          backbone, refiners, f'x{scale} {d}') for d in args.datasets}
+            parts.append(format_quality_table(quality, args.datasets, ['CFSR', *refiners]))
+        if not args.no_cost:
+            parts.append(format_cost_table(measure_cost(scale, backbone, refiners, args.repeats)))
+        blocks.append('\n\n'.join(parts))
         print(blocks[-1] + '\n', flush=True)
     if args.out:
         with open(args.out, 'w') as f:

@@ -7,7 +7,7 @@ Every --val-every-th image of each source (in sorted order) goes to val/, so che
 selected on training-distribution images and never on a benchmark test set.
 
 Example:
-  python scripts/prepare_training_data.py --sources ../shared/datasets/train/T91 \
+  python scripts/prepare_training_data.py --sources ../shared/datasets/train/T91 \\
       ../shared/datasets/train/BSD200 --out datasets/train291
 """
 import argparse

@@ -60,6 +60,7 @@ class PairedCachedBaseDataset(data.Dataset):
             self.io_backend_opt['db_paths'] = [self.lq_folder, self.gt_folder, self.base_folder]
             self.io_backend_opt['client_keys'] = ['lq', 'gt', 'base']
             self.paths = paired_paths_from_lmdb([self.lq_folder, self.gt_folder], ['lq', 'gt'])
+            paired_paths_from_lmdb([self.base_folder, self.gt_folder], ['base', 'gt'])  # same keys, or ValueError
             for p in self.paths:
                 p['base_path'] = p['gt_path']
         else:

@@ -53,9 +53,13 @@ def list_images(folder):
     return paths
 
 
-def read_image_color(path):
-    """Read an image as uint8 BGR (H, W, 3); grayscale is replicated to 3 channels (protocol step 4)."""
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+def read_image_color(path, keep_16bit=False):
+    """Read an image as BGR (H, W, 3); grayscale is replicated to 3 channels (protocol step 4).
+
+    Returns uint8, or uint16 for a 16-bit file when ``keep_16bit`` (e.g. a cached SR_base PNG);
+    without it 16-bit files are reduced to uint8.
+    """
+    img = cv2.imread(path, cv2.IMREAD_COLOR | (cv2.IMREAD_ANYDEPTH if keep_16bit else 0))
     if img is None:
         raise OSError(f'cannot read image: {path}')
     return img
