@@ -4,6 +4,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from .blocks import residual_conv_body
+
 from cfsrdelta_arch.utils.bicubic_conv import BicubicDown, BicubicUp
 
 
@@ -36,22 +38,12 @@ class BPRefineNet(nn.Module):
 
     def __init__(self, upscale=4, num_in_ch=3, width=24, num_convs=3, init_std=1e-4, bp_gain_init=1.0):
         super().__init__()
-        if num_convs < 2:
-            raise ValueError(f'BPRefineNet: num_convs must be >= 2, got {num_convs}')
         self.upscale = upscale
         self.down = BicubicDown(upscale, num_in_ch)
         self.up = BicubicUp(upscale, num_in_ch)
         self.bp_gain = nn.Parameter(torch.full((1, num_in_ch, 1, 1), float(bp_gain_init)))
         packed = num_in_ch * upscale * upscale
-        chans = [packed + 2 * num_in_ch] + [width] * (num_convs - 1) + [packed]
-        layers = []
-        for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
-            layers.append(nn.Conv2d(cin, cout, 3, padding=1))
-            if i < num_convs - 1:
-                layers.append(nn.ReLU(inplace=True))
-        self.body = nn.Sequential(*layers)
-        nn.init.normal_(self.body[-1].weight, 0.0, init_std)
-        nn.init.zeros_(self.body[-1].bias)
+        self.body = residual_conv_body(packed + 2 * num_in_ch, width, packed, num_convs, init_std)
 
     def forward(self, sr, lr):
         s = self.upscale

@@ -4,6 +4,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from .blocks import residual_conv_body
+
 
 @ARCH_REGISTRY.register()
 class LRRefineNet(nn.Module):
@@ -26,19 +28,9 @@ class LRRefineNet(nn.Module):
 
     def __init__(self, upscale=4, num_in_ch=3, width=24, num_convs=3, init_std=1e-4):
         super().__init__()
-        if num_convs < 2:
-            raise ValueError(f'LRRefineNet: num_convs must be >= 2, got {num_convs}')
         self.upscale = upscale
         packed = num_in_ch * upscale * upscale
-        chans = [packed + num_in_ch] + [width] * (num_convs - 1) + [packed]
-        layers = []
-        for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
-            layers.append(nn.Conv2d(cin, cout, 3, padding=1))
-            if i < num_convs - 1:
-                layers.append(nn.ReLU(inplace=True))
-        self.body = nn.Sequential(*layers)
-        nn.init.normal_(self.body[-1].weight, 0.0, init_std)
-        nn.init.zeros_(self.body[-1].bias)
+        self.body = residual_conv_body(packed + num_in_ch, width, packed, num_convs, init_std)
 
     def forward(self, sr, lr):
         s = self.upscale

@@ -2,6 +2,8 @@
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from .blocks import residual_conv_body
+
 
 @ARCH_REGISTRY.register()
 class RefineNet(nn.Module):
@@ -22,12 +24,7 @@ class RefineNet(nn.Module):
 
     def __init__(self, num_in_ch=3, width=32, init_std=1e-4):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(num_in_ch, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, num_in_ch, 3, padding=1))
-        nn.init.normal_(self.body[-1].weight, 0.0, init_std)
-        nn.init.zeros_(self.body[-1].bias)
+        self.body = residual_conv_body(num_in_ch, width, num_in_ch, 3, init_std)
 
     def forward(self, sr, lr=None):
         return sr + self.body(sr)
