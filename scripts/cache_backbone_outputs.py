@@ -37,11 +37,15 @@ def cached_datasets(opt):
 
 
 def cache_signature(opt):
-    """What the cache depends on: backbone options and the sha256 of its weights."""
+    """What the cache depends on: backbone options, the sha256 of its weights (and its input padding)."""
     weights = opt['path'].get('pretrain_network_backbone')
     if not weights:
         raise ValueError('path.pretrain_network_backbone is not set: nothing to cache')
-    return {'backbone': opt['network_g']['backbone'], 'weights_sha256': sha256_of(weights), 'scale': opt['scale']}
+    signature = {'backbone': opt['network_g']['backbone'], 'weights_sha256': sha256_of(weights), 'scale': opt['scale']}
+    pad_multiple = opt['network_g'].get('backbone_pad_multiple', 1)
+    if pad_multiple != 1:  # recorded only when used, so caches made before the option stay valid
+        signature['backbone_pad_multiple'] = pad_multiple
+    return signature
 
 
 def check_signature(folder, signature, overwrite):
@@ -65,8 +69,12 @@ def lr_to_tensor(path):
     return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
 
 
-def cache_dataset(backbone, dataset_opt, scale, tile, overwrite):
-    """Write SR_base for every LR/GT pair of one dataset option; returns (written, kept)."""
+def cache_dataset(backbone, dataset_opt, scale, tile, overwrite, pad_multiple=1):
+    """Write SR_base for every LR/GT pair of one dataset option; returns (written, kept).
+
+    ``pad_multiple``: ``network_g.backbone_pad_multiple`` (see CFSRDelta), for backbones that only
+    accept LR sizes divisible by it.
+    """
     tmpl = dataset_opt.get('filename_tmpl', '{}')
     pairs = paired_paths_from_folder([dataset_opt['dataroot_lq'], dataset_opt['dataroot_gt']], ['lq', 'gt'], tmpl)
     out_dir = dataset_opt['dataroot_base']
@@ -77,7 +85,8 @@ def cache_dataset(backbone, dataset_opt, scale, tile, overwrite):
             kept += 1
         else:
             with torch.no_grad():
-                sr = super_resolve(backbone, lr_to_tensor(pair['lq_path']), scale, tile_size=tile, tile_overlap=32)
+                sr = super_resolve(backbone, lr_to_tensor(pair['lq_path']), scale, tile_size=tile, tile_overlap=32,
+                                   pad_multiple=pad_multiple)
             bgr = sr[0].clamp(0, 1).numpy().transpose(1, 2, 0)[:, :, ::-1]
             with open(out + '.part', 'wb') as f:
                 f.write(encode_base(bgr))
@@ -111,7 +120,8 @@ def main(argv=None):
         backbone.eval()
         for d in datasets:
             check_signature(d['dataroot_base'], signature, args.overwrite)
-            written, kept = cache_dataset(backbone, d, opt['scale'], args.tile or None, args.overwrite)
+            written, kept = cache_dataset(backbone, d, opt['scale'], args.tile or None, args.overwrite,
+                                          opt['network_g'].get('backbone_pad_multiple', 1))
             print(f"{d['name']}: {written} computed, {kept} already cached -> {d['dataroot_base']}")
     except (OSError, ValueError) as err:
         sys.exit(f'error: {err}')

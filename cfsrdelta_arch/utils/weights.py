@@ -71,7 +71,7 @@ def load_state_dict_file(path, param_key='params'):
     return {k[7:] if k.startswith('module.') else k: v for k, v in obj.items()}
 
 
-def check_state_dict(net, state_dict, arch_name, scale_key=None, scale_of=None, scale=None):
+def check_state_dict(net, state_dict, arch_name, scale_key=None, scale_of=None, scale=None, state_scale=None):
     """Compare a state dict with ``net`` and raise :class:`CheckpointError` with a one-line reason.
 
     Args:
@@ -81,6 +81,9 @@ def check_state_dict(net, state_dict, arch_name, scale_key=None, scale_of=None, 
         scale_key (str | None): a tensor whose shape encodes the upscale factor.
         scale_of (callable | None): maps that tensor's shape to the checkpoint's scale.
         scale (int | None): the scale ``net`` was built for.
+        state_scale (callable | None): maps the whole state dict to the checkpoint's scale (None if
+            unknown), for networks whose scale is not encoded in one tensor's shape (LESRCNN x2 and
+            x4 differ in the number of upsampler convs, not in their shapes).
     """
     own = net.state_dict()
     common = set(own) & set(state_dict)
@@ -88,9 +91,13 @@ def check_state_dict(net, state_dict, arch_name, scale_key=None, scale_of=None, 
         sample = ', '.join(sorted(state_dict)[:3])
         raise CheckpointError(f'not a {arch_name} checkpoint: only {len(common)} of its {len(state_dict)} tensors '
                               f'match {arch_name} names (it has e.g. {sample})')
+    found = None
     if scale_key is not None and scale_key in state_dict and scale_key in own \
             and state_dict[scale_key].shape != own[scale_key].shape:
         found = scale_of(tuple(state_dict[scale_key].shape))
+    elif state_scale is not None:
+        found = state_scale(state_dict)
+    if found is not None and found != scale:
         raise CheckpointError(f'checkpoint is a x{found} {arch_name} but the network is built for x{scale}; '
                               f'use the x{scale} weights or set upscale: {found}')
     for key in sorted(common):

@@ -1,0 +1,203 @@
+"""The plugin in someone else's BasicSR project: ``import cfsrdelta_arch`` is all it takes.
+
+A minimal separate project is written to a temporary folder: its own ``train.py``/``test.py`` that
+call BasicSR's own ``train_pipeline``/``test_pipeline`` after ``import cfsrdelta_arch``, its own
+option files naming ``type: CFSR`` (tiny; trained with BasicSR's SRModel, tested with the plugin's
+TTASRModel), and tiny generated data.
+Training, an auto-resume of that training (CPU, ``num_gpu: 0``) and testing run as subprocesses
+with the project as working directory and only the repository root on PYTHONPATH.
+"""
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, write_tiny_dataset
+
+SCALE = 2
+TRAIN_NAME = 'foreign_cfsr_x2'
+TEST_NAME = 'foreign_cfsr_x2_test'
+
+ENTRY_POINT = '''\
+"""Foreign project's {stage} entry point: BasicSR's own pipeline, with the CFSR-Delta plugin registered."""
+import os.path as osp
+
+import cfsrdelta_arch  # noqa: F401  (registers CFSR, TTASRModel, ...; must precede basicsr)
+from basicsr.{stage} import {stage}_pipeline
+
+if __name__ == '__main__':
+    {stage}_pipeline(osp.dirname(osp.abspath(__file__)))
+'''
+
+NETWORK = f'''\
+network_g:
+  type: CFSR
+  upscale: {SCALE}
+  embed_dim: 8
+  depths: [1]
+'''
+
+METRICS = f'''\
+  metrics:
+    psnr:
+      type: calculate_psnr
+      crop_border: {SCALE}
+      test_y_channel: true
+'''
+
+TRAIN_YML = f'''\
+name: {TRAIN_NAME}
+model_type: SRModel  # BasicSR's own model; only the arch comes from the plugin
+scale: {SCALE}
+num_gpu: 0
+manual_seed: 0
+
+datasets:
+  train:
+    name: tiny_train
+    type: PairedImageDataset
+    dataroot_gt: datasets/train/HR
+    dataroot_lq: datasets/train/LR_bicubic/X{SCALE}
+    filename_tmpl: '{{}}x{SCALE}'
+    io_backend:
+      type: disk
+    gt_size: 32
+    use_hflip: true
+    use_rot: true
+    num_worker_per_gpu: 0
+    batch_size_per_gpu: 2
+    dataset_enlarge_ratio: 1
+    prefetch_mode: ~
+  val:
+    name: tiny_val
+    type: PairedImageDataset
+    dataroot_gt: datasets/val/HR
+    dataroot_lq: datasets/val/LR_bicubic/X{SCALE}
+    filename_tmpl: '{{}}x{SCALE}'
+    io_backend:
+      type: disk
+
+{NETWORK}
+path:
+  pretrain_network_g: ~
+  strict_load_g: true
+  resume_state: ~
+
+train:
+  ema_decay: 0
+  optim_g:
+    type: Adam
+    lr: !!float 1e-3
+    betas: [0.9, 0.99]
+  scheduler:
+    type: MultiStepLR
+    milestones: [100]
+    gamma: 0.5
+  total_iter: 4
+  warmup_iter: -1
+  pixel_opt:
+    type: L1Loss
+    loss_weight: 1.0
+    reduction: mean
+
+val:
+  val_freq: 2
+  save_img: false
+{METRICS}
+logger:
+  print_freq: 1
+  save_checkpoint_freq: 2
+  use_tb_logger: false
+  wandb:
+    project: ~
+    resume_id: ~
+'''
+
+TEST_YML = f'''\
+name: {TEST_NAME}
+model_type: TTASRModel
+scale: {SCALE}
+num_gpu: 0
+manual_seed: 0
+
+datasets:
+  test_1:
+    name: tiny_val
+    type: PairedImageDataset
+    dataroot_gt: datasets/val/HR
+    dataroot_lq: datasets/val/LR_bicubic/X{SCALE}
+    filename_tmpl: '{{}}x{SCALE}'
+    io_backend:
+      type: disk
+
+{NETWORK}
+path:
+  pretrain_network_g: experiments/{TRAIN_NAME}/models/net_g_latest.pth
+  param_key_g: params
+  strict_load_g: true
+
+val:
+  save_img: true
+  suffix: ~
+{METRICS}'''
+
+
+def run_in(project, *args):
+    """Run ``python <args>`` in ``project`` with only the repository root added to PYTHONPATH."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (ROOT, env.get('PYTHONPATH')) if p)
+    proc = subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f'{" ".join(args)} exited {proc.returncode}:\n{output[-4000:]}'
+    return output
+
+
+@pytest.fixture(scope='module')
+def project(tmp_path_factory):
+    """The foreign project: entry points, option files, tiny data (4 train images = 2 iterations per epoch
+    at batch 2, so iteration counts are exact; 2 val images)."""
+    root = tmp_path_factory.mktemp('foreign_project')
+    for stage in ('train', 'test'):
+        (root / f'{stage}.py').write_text(ENTRY_POINT.format(stage=stage))
+    (root / 'options').mkdir()
+    (root / 'options' / 'train.yml').write_text(TRAIN_YML)
+    (root / 'options' / 'test.yml').write_text(TEST_YML)
+    write_tiny_dataset(str(root / 'datasets' / 'train'), SCALE, n=4, size=48, seed=1)
+    write_tiny_dataset(str(root / 'datasets' / 'val'), SCALE, n=2, size=40, seed=2)
+    return str(root)
+
+
+@pytest.fixture(scope='module')
+def trained(project):
+    """Output of a 4-iteration training run through the project's own train.py."""
+    return run_in(project, 'train.py', '-opt', 'options/train.yml')
+
+
+def test_training_writes_checkpoints(project, trained):
+    exp = os.path.join(project, 'experiments', TRAIN_NAME)
+    for name in ('net_g_2.pth', 'net_g_4.pth', 'net_g_latest.pth'):
+        assert os.path.isfile(os.path.join(exp, 'models', name)), name
+    assert os.path.isfile(os.path.join(exp, 'training_states', '4.state'))
+    assert 'End of training' in trained
+    assert 'tiny_val' in trained and 'psnr' in trained
+
+
+def test_auto_resume_on_cpu(project, trained):
+    """BasicSR's own train_pipeline resumes a CPU run (the plugin makes load_resume_state CPU-safe)."""
+    out = run_in(project, 'train.py', '-opt', 'options/train.yml', '--auto_resume',
+                 '--force_yml', 'train:total_iter=6')
+    exp = os.path.join(project, 'experiments', TRAIN_NAME)
+    assert 'Resuming training from epoch' in out and 'iter: 4' in out
+    assert os.path.isfile(os.path.join(exp, 'models', 'net_g_6.pth'))
+    assert os.path.isfile(os.path.join(exp, 'training_states', '6.state'))
+
+
+def test_testing_writes_results(project, trained):
+    out = run_in(project, 'test.py', '-opt', 'options/test.yml')
+    images = glob.glob(os.path.join(project, 'results', TEST_NAME, 'visualization', 'tiny_val', '*.png'))
+    assert len(images) == 2
+    assert 'psnr' in out and 'Model [TTASRModel] is created' in out
+
