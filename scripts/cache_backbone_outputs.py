@@ -19,15 +19,15 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
 import cfsrdelta_arch  # noqa: E402,F401  (registers archs; installs the basicsr compat shim)
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from basicsr.data.data_util import paired_paths_from_folder  # noqa: E402
 
 from cfsrdelta_arch.archs.cfsrdelta_arch import build_from_options  # noqa: E402
 from cfsrdelta_arch.data.paired_cached_base_dataset import encode_base  # noqa: E402
+from cfsrdelta_arch.utils.benchmark import bgr_to_tensor  # noqa: E402
 from cfsrdelta_arch.utils.inference import super_resolve  # noqa: E402
+from cfsrdelta_arch.utils.lr_generation import read_image_color  # noqa: E402
 from cfsrdelta_arch.utils.weights import load_weights, sha256_of  # noqa: E402
 
 
@@ -63,10 +63,8 @@ def check_signature(folder, signature, overwrite):
 
 
 def lr_to_tensor(path):
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        raise OSError(f'cannot read {path}')
-    return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
+    """LR file -> float RGB (1, 3, H, W) in [0, 1], read as the protocol reads it (gray -> 3 channels)."""
+    return bgr_to_tensor(read_image_color(path))
 
 
 def cache_dataset(backbone, dataset_opt, scale, tile, overwrite, pad_multiple=1):
