@@ -5,10 +5,12 @@ import pytest
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
+from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.cfsr_arch import CFSR, EDGE_MASKS
 from cfsrdelta_arch.archs.cfsrdelta_arch import CFSRDelta
 from cfsrdelta_arch.archs.lrrefinenet_arch import LRRefineNet
 from cfsrdelta_arch.archs.refinenet_arch import RefineNet
+from cfsrdelta_arch.utils.back_projection import BackProjection
 from cfsrdelta_arch.utils.weights import CheckpointError, load_weights, verify_official
 from conftest import official_weights, require_shared
 
@@ -21,8 +23,12 @@ CASES = [
     *[(f'CFSR_train_x{s}', lambda s=s: CFSR(upscale=s, deploy=False), s, 'lr') for s in SCALES],
     ('RefineNet', lambda: RefineNet(), 1, 'sr'),
     *[(f'LRRefineNet_x{s}', lambda s=s: LRRefineNet(upscale=s), s, 'sr_lr') for s in SCALES],
+    *[(f'BPRefineNet_x{s}', lambda s=s: BPRefineNet(upscale=s), s, 'sr_lr') for s in SCALES],
     *[(f'CFSRDelta_x{s}', lambda s=s: CFSRDelta({'type': 'CFSR', 'upscale': s},
                                                  {'type': 'LRRefineNet', 'upscale': s}), s, 'lr') for s in SCALES],
+    *[(f'CFSRDelta_BPRefineNet_x{s}', lambda s=s: CFSRDelta({'type': 'CFSR', 'upscale': s},
+                                                             {'type': 'BPRefineNet', 'upscale': s}), s, 'lr')
+      for s in SCALES],
     ('CFSRDelta_RefineNet_x4', lambda: CFSRDelta({'type': 'CFSR', 'upscale': 4}, {'type': 'RefineNet'}), 4, 'lr'),
 ]
 
@@ -31,14 +37,16 @@ def count(net):
     return sum(p.numel() for p in net.parameters())
 
 
-def lrrefinenet_params(s, width=24, num_convs=3, c=3):
-    """Closed form: 3x3 convs (3s^2+3) -> width -> ... -> width -> 3s^2, each with bias."""
-    chans = [c * s * s + c] + [width] * (num_convs - 1) + [c * s * s]
+def lr_body_params(s, width=24, num_convs=3, c=3, lr_inputs=1):
+    """Closed form of the LR-resolution refiner bodies: 3x3 convs (c s^2 + c * lr_inputs) -> width ->
+    ... -> width -> c s^2, each with bias. LRRefineNet sees the LR (lr_inputs=1), BPRefineNet the LR and
+    its consistency residual (2); BPRefineNet's bicubic kernels are fixed buffers, not parameters."""
+    chans = [c * s * s + c * lr_inputs] + [width] * (num_convs - 1) + [c * s * s]
     return sum(9 * a * b + b for a, b in zip(chans[:-1], chans[1:]))
 
 
 def test_all_tested_archs_are_registered_by_the_plugin():
-    for name in ('CFSR', 'RefineNet', 'LRRefineNet', 'CFSRDelta'):
+    for name in ('CFSR', 'RefineNet', 'LRRefineNet', 'BPRefineNet', 'CFSRDelta'):
         cls = ARCH_REGISTRY.get(name)
         assert cls.__module__.startswith('cfsrdelta_arch.archs.'), name
 
@@ -74,15 +82,22 @@ def test_refinenet_parameter_count():
 
 @pytest.mark.parametrize('scale', SCALES)
 def test_lrrefinenet_parameter_count(scale):
-    assert count(LRRefineNet(upscale=scale)) == lrrefinenet_params(scale)
-    assert count(LRRefineNet(upscale=scale, width=8, num_convs=2)) == lrrefinenet_params(scale, 8, 2)
+    assert count(LRRefineNet(upscale=scale)) == lr_body_params(scale)
+    assert count(LRRefineNet(upscale=scale, width=8, num_convs=2)) == lr_body_params(scale, 8, 2)
+
+
+@pytest.mark.parametrize('scale', SCALES)
+def test_bprefinenet_parameter_count_and_state_dict(scale):
+    net = BPRefineNet(upscale=scale)
+    assert count(net) == lr_body_params(scale, width=20, lr_inputs=2)
+    assert all(k.startswith('body.') for k in net.state_dict())  # fixed kernels are not saved
 
 
 @pytest.mark.parametrize('scale', SCALES)
 def test_cfsrdelta_parameters_are_backbone_plus_refiner(scale):
     net = CFSRDelta({'type': 'CFSR', 'upscale': scale}, {'type': 'LRRefineNet', 'upscale': scale})
-    assert count(net) == count(CFSR(upscale=scale)) + lrrefinenet_params(scale)
-    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == lrrefinenet_params(scale)
+    assert count(net) == count(CFSR(upscale=scale)) + lr_body_params(scale)
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == lr_body_params(scale)
 
 
 # ---- identity at initialisation -------------------------------------------------------------------
@@ -95,6 +110,9 @@ def test_refiners_are_exactly_identity_with_init_std_0(scale):
     with torch.no_grad():
         assert torch.equal(RefineNet(init_std=0)(sr), sr)
         assert torch.equal(LRRefineNet(upscale=scale, init_std=0)(sr, lr), sr)
+        assert torch.equal(BPRefineNet(upscale=scale, init_std=0, bp_steps=0)(sr, lr), sr)
+        # with its default 3 steps BPRefineNet starts as the training-free back-projection
+        assert torch.equal(BPRefineNet(upscale=scale, init_std=0)(sr, lr), BackProjection(scale)(sr, lr))
         net = CFSRDelta({'type': 'CFSR', 'upscale': scale}, {'type': 'LRRefineNet', 'upscale': scale, 'init_std': 0})
         assert torch.equal(net(lr), net.backbone(lr).clamp(0, 1))
 

@@ -21,7 +21,7 @@ SIZES = ((24, 32), (37, 29))  # two LR sizes, one odd, to exercise the dynamic a
 def delta_options(refiner, backbone_weights):
     """Option dict of a CFSR-Delta x4 train file: official CFSR x4 backbone + ``refiner``."""
     refiner_opt = {'type': refiner, 'init_std': 0.05}  # large enough for the refiner to matter
-    if refiner == 'LRRefineNet':
+    if refiner in ('LRRefineNet', 'BPRefineNet'):
         refiner_opt.update(upscale=4, width=8, num_convs=3)
     else:
         refiner_opt.update(width=8)
@@ -51,7 +51,7 @@ def test_onnx_official_cfsr_x4(tmp_path):
     assert max(d for _, d in results) < ONNX_TOLERANCE, results
 
 
-@pytest.mark.parametrize('refiner', ['LRRefineNet', 'RefineNet'])
+@pytest.mark.parametrize('refiner', ['BPRefineNet', 'LRRefineNet', 'RefineNet'])
 def test_onnx_cfsrdelta_x4(tmp_path, refiner):
     opt_path, refiner_pth = write_delta(tmp_path, refiner)
     engine = SREngine.from_option_file(opt_path, weights=refiner_pth, device='cpu')

@@ -29,7 +29,15 @@ def symmetric_pad(x, top, bottom, left, right):
     return x
 
 
-class BicubicDown(nn.Module):
+class _FixedDepthwiseConv(nn.Module):
+    """Base of the fixed resizers: one depthwise conv with ``self.kernel`` per output element."""
+
+    def conv_macs(self, out):
+        """MACs of one forward that produced ``out`` (per sample, the utils/flops.py convention)."""
+        return out.numel() // out.shape[0] * self.kernel.shape[-2] * self.kernel.shape[-1]
+
+
+class BicubicDown(_FixedDepthwiseConv):
     """Antialiased MATLAB bicubic downsampling by 1/``scale``: (N, C, s*H, s*W) -> (N, C, H, W).
 
     A depthwise (L x L, stride s) conv with the separable kernel of imresize, after symmetric
@@ -53,7 +61,7 @@ class BicubicDown(nn.Module):
         return F.conv2d(x, self.kernel, stride=self.scale, groups=self.channels)
 
 
-class BicubicUp(nn.Module):
+class BicubicUp(_FixedDepthwiseConv):
     """MATLAB bicubic upsampling by ``scale``: (N, C, H, W) -> (N, C, s*H, s*W).
 
     Each of the s x s output phases is a fixed 4x4-tap filter of the symmetric-padded input; one

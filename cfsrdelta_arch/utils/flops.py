@@ -1,6 +1,8 @@
 """Multiply-accumulate (MAC) counting for conv networks, the convention of SR efficiency tables.
 
-Counts Conv2d MACs only (``out_pixels * out_ch * in_ch / groups * kh * kw``); norms, activations,
+Counts Conv2d MACs (``out_pixels * out_ch * in_ch / groups * kh * kw``) and those of modules that
+report their own fixed convolutions through ``conv_macs(out)`` (the bicubic resizers of
+utils/bicubic_conv.py, which call F.conv2d with fixed kernels); norms, activations,
 element-wise products and pixel (un)shuffles are negligible here and not counted. The CFSR paper's
 "17.5G FLOPs at x4 for a 1280x720 output" is such a MAC count.
 """
@@ -14,10 +16,14 @@ def count_conv_macs(net, *inputs):
 
     def hook(module, _inp, out):
         nonlocal total
-        kh, kw = module.kernel_size
-        total += out.numel() // out.shape[0] * (module.in_channels // module.groups) * kh * kw
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            total += out.numel() // out.shape[0] * (module.in_channels // module.groups) * kh * kw
+        else:
+            total += module.conv_macs(out)
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, nn.Conv2d) or hasattr(m, 'conv_macs')]
     try:
         with torch.no_grad():
             net(*inputs)
