@@ -7,7 +7,8 @@ the LR, and every refiner reuses those 8 outputs: "single" uses the identity var
 on Y, crop_border = scale (BasicSR's calculate_psnr/ssim).
 
 The cost table gives parameters, conv MACs for a 1280x720 output and CPU latency relative to the
-backbone alone, measured side by side in this process (median over --repeats runs, interleaved).
+backbone alone, measured side by side in this process (median over --repeats runs, interleaved),
+for each method alone and with x8 self-ensemble (median over --x8-repeats runs).
 
 Networks come from test option files: options/test/test_CFSR_x<s>.yml for the backbone and
 options/test/test_CFSRDelta_<Refiner>_x<s>.yml for each refiner in --refiners.
@@ -45,6 +46,8 @@ def parse_args(argv=None):
                    help='refiners with options/test/test_CFSRDelta_<name>_x<s>.yml (default: RefineNet BPRefineNet)')
     p.add_argument('--options-dir', default=os.path.join(ROOT, 'options', 'test'))
     p.add_argument('--repeats', type=int, default=10, help='latency repeats per method (default 10)')
+    p.add_argument('--x8-repeats', type=int, default=3,
+                   help='latency repeats of the x8 self-ensemble rows (8 passes each; 0: leave them out; default 3)')
     p.add_argument('--no-quality', action='store_true', help='only the cost table (run it on an idle machine)')
     p.add_argument('--no-cost', action='store_true', help='only the PSNR/SSIM table (timing-insensitive)')
     p.add_argument('--out', help='also write the markdown tables to this file')
@@ -63,7 +66,7 @@ def main(argv=None):
                                           backbone, refiners, f'x{scale} {d}') for d in args.datasets}
             parts.append(format_quality_table(quality, args.datasets, ['CFSR', *refiners]))
         if not args.no_cost:
-            parts.append(format_cost_table(measure_cost(scale, backbone, refiners, args.repeats)))
+            parts.append(format_cost_table(measure_cost(scale, backbone, refiners, args.repeats, x8_repeats=args.x8_repeats)))
         blocks.append('\n\n'.join(parts))
         print(blocks[-1] + '\n', flush=True)
     if args.out:

@@ -1,4 +1,5 @@
-"""scripts/make_figures.py: helpers on synthetic arrays, and the whole script on a tiny HR folder.
+"""scripts/make_figures.py: helpers on synthetic arrays, and the whole script on a tiny HR folder;
+also the shared benchmark evaluation behind it and the README tables (utils/benchmark.py).
 
 The end-to-end tests use the official CFSR x4 backbone (skipped locally without ../shared, failing
 under CI) with a random BPRefineNet refiner, written as test option files in a temp folder, so they
@@ -16,7 +17,7 @@ from PIL import Image
 from test_data_scripts import load_script, run_failing
 
 from cfsrdelta_arch.archs.cfsrdelta_arch import build_from_options
-from cfsrdelta_arch.utils.benchmark import evaluate_image, load_networks
+from cfsrdelta_arch.utils.benchmark import evaluate_image, format_cost_table, load_networks, measure_cost
 from cfsrdelta_arch.utils.lr_generation import mod_crop
 
 make_figures = load_script('make_figures')
@@ -154,3 +155,17 @@ def test_figure_psnr_matches_the_benchmark(options_dir, hr_dir):
     x, y, w, h = data['box']
     assert x >= SCALE and y >= SCALE and x + w <= 48 - SCALE and y + h <= 48 - SCALE
     assert np.allclose(data['gain'], data['err_base'] - data['err_delta'])
+
+
+def test_cost_table_rows_with_and_without_self_ensemble(options_dir):
+    """benchmark.measure_cost (the README's cost table): x8 rows cost 8x the MACs, ratios vs CFSR alone."""
+    backbone, refiners = load_networks(SCALE, ['BPRefineNet'], options_dir)
+    with torch.no_grad():
+        cost = measure_cost(SCALE, backbone, refiners, repeats=1, out_hw=(32, 48), x8_repeats=1)
+    assert list(cost) == [('CFSR', 'single'), ('BPRefineNet', 'single'), ('CFSR', 'x8'), ('BPRefineNet', 'x8')]
+    assert cost[('CFSR', 'single')][2] == 1.0
+    for name in ('CFSR', 'BPRefineNet'):
+        assert cost[(name, 'x8')][0] == cost[(name, 'single')][0]  # same parameters
+        assert cost[(name, 'x8')][1] == pytest.approx(8 * cost[(name, 'single')][1])
+    table = format_cost_table(cost)
+    assert '| CFSR + BPRefineNet (x8 self-ensemble) |' in table and table.count('\n') == 5

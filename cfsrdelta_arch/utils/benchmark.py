@@ -6,6 +6,7 @@ once per flip/transpose variant of the LR and every refiner reuses those outputs
 identity variant, "x8" the mean of all 8 mapped back, i.e. what ``val.self_ensemble: true`` gives.
 Metrics: BasicSR's calculate_psnr/ssim on Y with crop_border = scale.
 """
+import functools
 import os
 import statistics
 import sys
@@ -16,7 +17,7 @@ import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
 from .flops import count_conv_macs
-from .inference import dihedral, inverse_dihedral
+from .inference import dihedral, inverse_dihedral, self_ensemble
 from .lr_generation import bicubic_downsample, mod_crop
 from .sr_engine import SREngine
 
@@ -84,28 +85,41 @@ def evaluate_images(images, scale, backbone, refiners, label, ensemble=True):
 
 
 @torch.inference_mode()
-def measure_cost(scale, backbone, refiners, repeats, out_hw=(720, 1280)):
-    """{method: (params, conv GMACs, latency ratio vs backbone, median seconds)} for an ``out_hw``
-    output; the methods' timings are interleaved in one loop so machine load affects all alike."""
+def measure_cost(scale, backbone, refiners, repeats, out_hw=(720, 1280), x8_repeats=0):
+    """{(method, mode): (params, conv GMACs, latency ratio vs backbone, median seconds)} for an
+    ``out_hw`` output; mode 'single', plus 'x8' (self-ensemble: 8 passes) when ``x8_repeats`` > 0.
+    The methods' timings are interleaved in one loop so machine load affects all alike; the x8
+    rows get their own (shorter) interleaved loop, and every ratio is against the backbone alone."""
     lr = torch.rand(1, 3, out_hw[0] // scale, out_hw[1] // scale)
     base = backbone(lr).clamp(0, 1)
     n_backbone = sum(p.numel() for p in backbone.parameters())
     macs_backbone = count_conv_macs(backbone, lr)
-    rows = {BACKBONE: (n_backbone, macs_backbone / 1e9)}
+    sizes = {BACKBONE: (n_backbone, macs_backbone / 1e9)}
     for name, ref in refiners.items():
-        rows[name] = (n_backbone + sum(p.numel() for p in ref.parameters()),
-                      (macs_backbone + count_conv_macs(ref, base, lr)) / 1e9)
-    times = {name: [] for name in rows}
-    for _ in range(repeats):
-        for name in rows:
-            start = time.perf_counter()
-            out = backbone(lr)
-            if name != BACKBONE:
-                refiners[name](out.clamp(0, 1), lr)
-            times[name].append(time.perf_counter() - start)
-    t0 = statistics.median(times[BACKBONE])
-    return {name: (p, g, statistics.median(times[name]) / t0, statistics.median(times[name]))
-            for name, (p, g) in rows.items()}
+        sizes[name] = (n_backbone + sum(p.numel() for p in ref.parameters()),
+                       (macs_backbone + count_conv_macs(ref, base, lr)) / 1e9)
+
+    def method(name):  # LR -> SR of one method, as CFSRDelta computes it
+        if name == BACKBONE:
+            return backbone
+        return lambda x: refiners[name](backbone(x).clamp(0, 1), x)
+
+    def median_seconds(fns, n):
+        times = {key: [] for key in fns}
+        for _ in range(n):
+            for key, fn in fns.items():
+                start = time.perf_counter()
+                fn(lr)
+                times[key].append(time.perf_counter() - start)
+        return {key: statistics.median(t) for key, t in times.items()}
+
+    seconds = median_seconds({(name, 'single'): method(name) for name in sizes}, repeats)
+    if x8_repeats > 0:
+        seconds.update(median_seconds({(name, 'x8'): functools.partial(self_ensemble, method(name))
+                                       for name in sizes}, x8_repeats))
+    t0 = seconds[(BACKBONE, 'single')]
+    return {(name, mode): (sizes[name][0], sizes[name][1] * (8 if mode == 'x8' else 1), t / t0, t)
+            for (name, mode), t in seconds.items()}
 
 
 def method_label(name, mode='single'):
@@ -126,6 +140,7 @@ def format_quality_table(quality, datasets, methods, modes=('single', 'x8')):
 def format_cost_table(cost):
     """Markdown table of :func:`measure_cost`'s result."""
     lines = ['| method | params | GMACs (1280x720 out) | CPU latency | vs CFSR |', '|---|---|---|---|---|']
-    for name, (params, gmacs, ratio, seconds) in cost.items():
-        lines.append(f'| {method_label(name)} | {params:,d} | {gmacs:.2f} | {seconds * 1000:.0f} ms | {ratio:.3f}x |')
+    for (name, mode), (params, gmacs, ratio, seconds) in cost.items():
+        lines.append(f'| {method_label(name, mode)} | {params:,d} | {gmacs:.2f} | {seconds * 1000:.0f} ms '
+                     f'| {ratio:.3f}x |')
     return '\n'.join(lines)
