@@ -53,7 +53,8 @@ def test_fixed_bicubic_convs_are_counted_as_macs():
     """Their F.conv2d calls are invisible to Conv2d hooks; they report themselves (utils/flops.py)."""
     hr = torch.rand(1, 3, 32, 48)
     down, up = BicubicDown(4), BicubicUp(4)
-    assert count_conv_macs(down, hr) == 3 * 8 * 12 * down.kernel.shape[-1] ** 2
+    taps = 4 * down.blocks  # 16: W pass at (LR rows + blocks - 1) x LR cols for each of 4 row phases, then H pass
+    assert count_conv_macs(down, hr) == 3 * 4 * (8 + down.blocks - 1) * 12 * taps + 3 * 8 * 12 * taps
     assert count_conv_macs(up, down(hr)) == 3 * 32 * 48 * up.kernel.shape[-1] ** 2
 
 
