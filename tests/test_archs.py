@@ -102,11 +102,15 @@ def test_cfsrdelta_parameters_are_backbone_plus_refiner(scale):
 
 # ---- identity at initialisation -------------------------------------------------------------------
 
+def random_lr_sr(scale, seed):
+    """(lr (1, 3, LR_H, LR_W), sr (1, 3, s*LR_H, s*LR_W)), uniform in [0, 1]."""
+    torch.manual_seed(seed)
+    return torch.rand(1, 3, LR_H, LR_W), torch.rand(1, 3, LR_H * scale, LR_W * scale)
+
+
 @pytest.mark.parametrize('scale', SCALES)
 def test_refiners_are_exactly_identity_with_init_std_0(scale):
-    torch.manual_seed(0)
-    lr = torch.rand(1, 3, LR_H, LR_W)
-    sr = torch.rand(1, 3, LR_H * scale, LR_W * scale)
+    lr, sr = random_lr_sr(scale, seed=0)
     with torch.no_grad():
         assert torch.equal(RefineNet(init_std=0)(sr), sr)
         assert torch.equal(LRRefineNet(upscale=scale, init_std=0)(sr, lr), sr)
@@ -124,9 +128,7 @@ IDENTITY_TOL = 5e-3
 
 @pytest.mark.parametrize('scale', SCALES)
 def test_refiners_are_close_to_identity_with_default_init(scale):
-    torch.manual_seed(1)
-    lr = torch.rand(1, 3, LR_H, LR_W)
-    sr = torch.rand(1, 3, LR_H * scale, LR_W * scale)
+    lr, sr = random_lr_sr(scale, seed=1)
     with torch.no_grad():
         for out in (RefineNet()(sr), LRRefineNet(upscale=scale)(sr, lr)):
             diff = (out - sr).abs().max().item()

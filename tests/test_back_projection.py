@@ -3,7 +3,6 @@
 The projection's premise is checked on the protocol itself: an HR image is consistent (to LR
 rounding) with the LR that scripts/make_benchmark_lr.py makes from it, including where the LR clips.
 """
-import importlib.util
 import os
 
 import cv2
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from basicsr.utils.matlab_functions import imresize
+from test_data_scripts import load_script
 
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.cfsrdelta_arch import CFSRDelta
@@ -22,7 +22,6 @@ from cfsrdelta_arch.utils.flops import count_conv_macs
 from cfsrdelta_arch.utils.inference import dihedral
 from cfsrdelta_arch.utils.lr_generation import bicubic_downsample
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SCALES = (2, 3, 4)
 LR_H, LR_W = 10, 7
 
@@ -122,10 +121,7 @@ def test_cfsrdelta_with_bprefinenet_stays_under_a_tenth_of_cfsr_x4_macs():
 
 def test_bench_back_projection_table_on_a_tiny_split(tmp_path, tiny_dataset, capsys):
     """The ablation script: SR_base row, plain and saturation-aware rows, projection gains on a blurry base."""
-    spec = importlib.util.spec_from_file_location('bench_back_projection',
-                                                  os.path.join(ROOT, 'scripts', 'bench_back_projection.py'))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script('bench_back_projection')
 
     hr_dir, lr_dir = tiny_dataset(4, n=2, size=48)
     split = os.path.dirname(hr_dir)

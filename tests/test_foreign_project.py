@@ -47,6 +47,17 @@ METRICS = f'''\
       test_y_channel: true
 '''
 
+# The tiny val images as a dataset block: validation in training, the test set in testing.
+VAL_SET = f'''\
+    name: tiny_val
+    type: PairedImageDataset
+    dataroot_gt: datasets/val/HR
+    dataroot_lq: datasets/val/LR_bicubic/X{SCALE}
+    filename_tmpl: '{{}}x{SCALE}'
+    io_backend:
+      type: disk
+'''
+
 TRAIN_YML = f'''\
 name: {TRAIN_NAME}
 model_type: SRModel  # BasicSR's own model; only the arch comes from the plugin
@@ -71,14 +82,7 @@ datasets:
     dataset_enlarge_ratio: 1
     prefetch_mode: ~
   val:
-    name: tiny_val
-    type: PairedImageDataset
-    dataroot_gt: datasets/val/HR
-    dataroot_lq: datasets/val/LR_bicubic/X{SCALE}
-    filename_tmpl: '{{}}x{SCALE}'
-    io_backend:
-      type: disk
-
+{VAL_SET}
 {NETWORK}
 path:
   pretrain_network_g: ~
@@ -124,14 +128,7 @@ manual_seed: 0
 
 datasets:
   test_1:
-    name: tiny_val
-    type: PairedImageDataset
-    dataroot_gt: datasets/val/HR
-    dataroot_lq: datasets/val/LR_bicubic/X{SCALE}
-    filename_tmpl: '{{}}x{SCALE}'
-    io_backend:
-      type: disk
-
+{VAL_SET}
 {NETWORK}
 path:
   pretrain_network_g: experiments/{TRAIN_NAME}/models/net_g_latest.pth
