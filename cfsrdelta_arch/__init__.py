@@ -1,6 +1,6 @@
 """CFSR-Delta: a BasicSR plugin for lightweight single-image super-resolution.
 
-``import cfsrdelta_arch`` registers the plugin's archs (CFSR, LESRCNN, RefineNet, LRRefineNet,
+``import cfsrdelta_arch`` registers the plugin's archs (CFSR, LESRCNN, RefineNet, LRRefineNet, BPRefineNet,
 CFSRDelta), models (TTASRModel, CFSRDeltaModel), loss (L1FFTLoss) and dataset
 (PairedCachedBaseDataset) in BasicSR's registries, so option files anywhere can name them.
 """

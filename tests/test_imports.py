@@ -8,7 +8,7 @@ import sys
 from conftest import ROOT
 
 REGISTERED = {
-    'ARCH_REGISTRY': ['CFSR', 'RefineNet', 'LRRefineNet', 'CFSRDelta'],
+    'ARCH_REGISTRY': ['CFSR', 'LESRCNN', 'RefineNet', 'LRRefineNet', 'BPRefineNet', 'CFSRDelta'],
     'MODEL_REGISTRY': ['TTASRModel', 'CFSRDeltaModel'],
     'LOSS_REGISTRY': ['L1FFTLoss'],
     'DATASET_REGISTRY': ['PairedCachedBaseDataset'],
