@@ -2,8 +2,10 @@
 
 Uses the shipped refiner weights (weights/cfsrdelta/) over the official CFSR weights
 (weights/official/, see README "Weights"). The test set is an HR folder; without one, it uses
-datasets/benchmark/Set5/HR when present, else a small embedded set: scikit-image's bundled photos
-(astronaut, camera, coffee, chelsea, rocket), so the job runs on a fresh machine with no data.
+Set5 from datasets/benchmark/Set5/HR or from ../shared/datasets/benchmark/Set5/HR beside the
+checkout (LR is made from the HR per the protocol either way), else a small embedded set:
+scikit-image's bundled photos (astronaut, camera, coffee, chelsea, rocket), so the job runs on a
+fresh machine with no data.
 
 Example:
   python scripts/run_benchmark.py                       # Set5 (or embedded photos), x4
@@ -25,7 +27,8 @@ from cfsrdelta_arch.utils.benchmark import (evaluate_images, format_cost_table, 
 from cfsrdelta_arch.utils.lr_generation import list_images, read_image_color  # noqa: E402
 from cfsrdelta_arch.utils.weights import CheckpointError  # noqa: E402
 
-DEFAULT_HR = os.path.join(ROOT, 'datasets', 'benchmark', 'Set5', 'HR')
+DEFAULT_HR = (os.path.join(ROOT, 'datasets', 'benchmark', 'Set5', 'HR'),  # first found is used
+              os.path.join(ROOT, os.pardir, 'shared', 'datasets', 'benchmark', 'Set5', 'HR'))
 EMBEDDED = ('astronaut', 'camera', 'coffee', 'chelsea', 'rocket')
 
 
@@ -42,8 +45,8 @@ def embedded_images():
 
 def load_test_set(hr_folder):
     """(label, [(name, uint8 BGR HR)]) from ``hr_folder``, Set5 when present, else the embedded set."""
-    if hr_folder is None and os.path.isdir(DEFAULT_HR):
-        hr_folder = DEFAULT_HR
+    if hr_folder is None:
+        hr_folder = next((f for f in DEFAULT_HR if os.path.isdir(f)), None)
     if hr_folder is None:
         return 'embedded (scikit-image photos)', embedded_images()
     folder = os.path.normpath(hr_folder)
@@ -53,7 +56,8 @@ def load_test_set(hr_folder):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--hr', help='folder of HR test images (default: Set5 if prepared, else embedded photos)')
+    p.add_argument('--hr', help='folder of HR test images (default: Set5 from datasets/benchmark or ../shared, '
+                        'else embedded photos)')
     p.add_argument('--scale', type=int, default=4, choices=[2, 3, 4])
     p.add_argument('--refiners', nargs='+', default=['BPRefineNet'],
                    help='CFSR-Delta refiners to compare (default: BPRefineNet; also: RefineNet)')

@@ -169,3 +169,15 @@ def test_cost_table_rows_with_and_without_self_ensemble(options_dir):
         assert cost[(name, 'x8')][1] == pytest.approx(8 * cost[(name, 'single')][1])
     table = format_cost_table(cost)
     assert '| CFSR + BPRefineNet (x8 self-ensemble) |' in table and table.count('\n') == 5
+
+
+def test_main_job_test_set_falls_back_from_prepared_set5_to_shared_to_embedded(tmp_path, monkeypatch):
+    run_benchmark = load_script('run_benchmark')
+    shared_set5 = write_tiny_dataset(str(tmp_path / 'Set5'), SCALE, n=2, size=48)[0]
+    missing = str(tmp_path / 'missing' / 'HR')
+    monkeypatch.setattr(run_benchmark, 'DEFAULT_HR', (missing, shared_set5))
+    label, images = run_benchmark.load_test_set(None)
+    assert label == 'Set5' and [name for name, _ in images] == ['img0.png', 'img1.png']
+    monkeypatch.setattr(run_benchmark, 'DEFAULT_HR', (missing,))
+    monkeypatch.setattr(run_benchmark, 'embedded_images', lambda: [('astronaut', None)])
+    assert run_benchmark.load_test_set(None) == ('embedded (scikit-image photos)', [('astronaut', None)])
