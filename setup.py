@@ -29,5 +29,5 @@ setup(
         'onnx': ['onnx', 'onnxruntime'],
         'figures': ['matplotlib'],
     },
-    entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.inference_cli:main']},
+    entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.app.cli:main']},
 )

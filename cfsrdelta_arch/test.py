@@ -1,11 +1,7 @@
 """Test with an option file: ``python cfsrdelta_arch/test.py -opt options/test/<file>.yml``."""
 import os.path as osp
-import sys
 
-ROOT = osp.abspath(osp.join(__file__, osp.pardir, osp.pardir))
-sys.path.insert(0, ROOT)  # run as a script from a checkout without installing
-
-from cfsrdelta_arch.runner import test_pipeline  # noqa: E402
+from cfsrdelta_arch.app.runner import test_pipeline
 
 if __name__ == '__main__':
-    test_pipeline(ROOT)
+    test_pipeline(osp.abspath(osp.join(__file__, osp.pardir, osp.pardir)))

@@ -1,7 +1,7 @@
 """Training-free back-projection on a held-out split: how much consistency with the LR alone gains.
 
 For every image of a split with cached SR_base (scripts/cache_backbone_outputs.py), applies
-``steps`` iterations of ``x <- x + U(r(x))`` (cfsrdelta_arch/utils/back_projection.py; D, U:
+``steps`` iterations of ``x <- x + U(r(x))`` (cfsrdelta_arch/archs/back_projection.py; D, U:
 MATLAB bicubic down / up) to SR_base, with the plain residual ``r = LR - D(x)`` and with the
 saturation-aware one (one-sided where the LR is 0 or 255), and prints mean PSNR / SSIM (Y,
 crop = scale) against the HR for each setting. No weights are learned, so the split is only
@@ -15,16 +15,15 @@ import os
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-sys.path.insert(0, ROOT)
 
-import cfsrdelta_arch  # noqa: E402,F401  (installs the basicsr compat shim)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from basicsr.metrics import calculate_psnr, calculate_ssim  # noqa: E402
+import cfsrdelta_arch  # noqa: F401  (installs the basicsr compat shim)
+import numpy as np
+import torch
+from basicsr.metrics import calculate_psnr, calculate_ssim
 
-from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset  # noqa: E402
-from cfsrdelta_arch.utils.back_projection import BackProjection  # noqa: E402
-from cfsrdelta_arch.utils.benchmark import tensor_to_bgr  # noqa: E402
+from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset
+from cfsrdelta_arch.archs.back_projection import BackProjection
+from cfsrdelta_arch.app.benchmark import tensor_to_bgr
 
 
 def load_split(split, scale, backbone):

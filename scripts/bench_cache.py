@@ -1,6 +1,6 @@
 """Time CFSR-Delta training iterations with the backbone run on the fly vs read from the SR_base cache.
 
-Builds two CFSRDeltaModel instances with basicsr.models.build_model from one train option file
+Builds two BackboneDeltaModel instances with basicsr.models.build_model from one train option file
 (default: options/train/train_CFSRDelta_LRRefineNet_x4.yml, i.e. x4, LRRefineNet, batch 32,
 gt_size 96), identical but for the training data:
   on the fly: BasicSR's PairedImageDataset (LR/HR from disk); the frozen CFSR backbone runs on
@@ -26,15 +26,14 @@ import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-sys.path.insert(0, ROOT)
 
-import cfsrdelta_arch  # noqa: E402,F401  (registers the plugin; installs the basicsr compat shim)
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from basicsr.data import build_dataset  # noqa: E402
-from basicsr.models import build_model  # noqa: E402
-from basicsr.utils import get_root_logger  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
+import cfsrdelta_arch  # noqa: F401  (registers the plugin; installs the basicsr compat shim)
+import torch
+import yaml
+from basicsr.data import build_dataset
+from basicsr.models import build_model
+from basicsr.utils import get_root_logger
+from torch.utils.data import DataLoader
 
 DEFAULT_OPT = os.path.join('options', 'train', 'train_CFSRDelta_LRRefineNet_x4.yml')
 REFINERS = {  # --refiner choices; LRRefineNet's matches the default option file
@@ -53,8 +52,8 @@ def load_train_options(path, refiner, batch_size, gt_size, num_gpu):
     """
     with open(path) as f:
         opt = yaml.safe_load(f)
-    if opt.get('model_type') != 'CFSRDeltaModel':
-        raise ValueError(f"{path}: model_type must be CFSRDeltaModel, not {opt.get('model_type')}")
+    if opt.get('model_type') != 'BackboneDeltaModel':
+        raise ValueError(f"{path}: model_type must be BackboneDeltaModel, not {opt.get('model_type')}")
     opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=num_gpu, auto_resume=False)
     if refiner:
         upscale = {'upscale': opt['scale']} if refiner == 'LRRefineNet' else {}
@@ -145,7 +144,7 @@ def format_table(variants):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('-opt', help=f'cached-base CFSRDelta train options (default {DEFAULT_OPT})')
+    p.add_argument('-opt', help=f'cached-base BackboneDelta train options (default {DEFAULT_OPT})')
     p.add_argument('--refiner', choices=sorted(REFINERS), help="refiner to time (default: the option file's)")
     p.add_argument('--batch', type=int, help="batch size (default: the option file's, 32)")
     p.add_argument('--gt-size', type=int, help="HR patch size (default: the option file's, 96)")

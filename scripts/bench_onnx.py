@@ -1,7 +1,7 @@
 """CPU latency of PyTorch vs onnxruntime for CFSR x4 and CFSR-Delta x4 on one LR frame.
 
 Both networks are loaded as by cfsrdelta-infer (deploy form), exported with
-cfsrdelta_arch.utils.export to a temporary ONNX file, and timed on the same random LR input
+cfsrdelta_arch.app.export to a temporary ONNX file, and timed on the same random LR input
 (1, 3, H, W): warm-up runs, then the median of the timed repeats, whole frame (no tiling, no
 self-ensemble). Without --delta-weights the CFSR-Delta refiner is randomly initialised, which does
 not change its cost. Run on an otherwise idle machine; --threads sets both libraries' thread count.
@@ -14,19 +14,17 @@ Quick check:
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-import cfsrdelta_arch  # noqa: E402,F401  (registers the archs)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cfsrdelta_arch  # noqa: F401  (registers the archs)
+import numpy as np
+import torch
 
-from cfsrdelta_arch.archs.cfsrdelta_arch import build_from_options  # noqa: E402
-from cfsrdelta_arch.utils.export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_session  # noqa: E402
-from cfsrdelta_arch.utils.sr_engine import (SREngine, load_option_file, resolve_option_path,  # noqa: E402
+from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
+from cfsrdelta_arch.app.export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_session
+from cfsrdelta_arch.app.engine import (SREngine, load_option_file, resolve_option_path,
                                             to_deploy)
 
 

@@ -21,14 +21,13 @@ import os
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-sys.path.insert(0, ROOT)
 
-import cfsrdelta_arch  # noqa: E402,F401
-import torch  # noqa: E402
+import cfsrdelta_arch  # noqa: F401
+import torch
 
-from cfsrdelta_arch.utils.benchmark import (evaluate_images, format_cost_table, format_quality_table,  # noqa: E402
+from cfsrdelta_arch.app.benchmark import (evaluate_images, format_cost_table, format_quality_table,
                                             load_networks, measure_cost)
-from cfsrdelta_arch.utils.lr_generation import list_images, read_image_color  # noqa: E402
+from cfsrdelta_arch.data.lr_generation import list_images, read_image_color
 
 
 def load_hr_folder(folder):

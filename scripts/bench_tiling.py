@@ -6,7 +6,7 @@ then tiled, exactly as the CLI runs it (SREngine). For each (tile, overlap) the 
 all images: the largest difference in 8-bit levels after rounding, the largest difference before
 rounding (float, in levels), the lowest PSNR of tiled vs whole output, and the summed run time
 (whole-image time in the first row). The CLI's default --tile-overlap (DEFAULT_TILE_OVERLAP in
-cfsrdelta_arch/utils/sr_engine.py, with the measured numbers) was chosen from this table: at least
+cfsrdelta_arch/app/engine.py, with the measured numbers) was chosen from this table: at least
 the smallest overlap whose max uint8 difference is <= 1 for every tile size, with a margin in the
 float column.
 
@@ -21,17 +21,15 @@ Quick check:
 import argparse
 import math
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from cfsrdelta_arch.inference_cli import add_model_args, check_model_args, engine_from_args  # noqa: E402
-from cfsrdelta_arch.utils.image_io import from_float, to_float  # noqa: E402
-from cfsrdelta_arch.utils.lr_generation import bicubic_downsample, list_images, read_image_color  # noqa: E402
-from cfsrdelta_arch.utils.sr_engine import DEFAULT_TILE_OVERLAP  # noqa: E402
+from cfsrdelta_arch.app.cli import add_model_args, check_model_args, engine_from_args
+from cfsrdelta_arch.utils.image_io import from_float, to_float
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, read_image_color
+from cfsrdelta_arch.app.engine import DEFAULT_TILE_OVERLAP
 
 
 def psnr_uint8(a, b):

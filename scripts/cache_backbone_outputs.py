@@ -16,19 +16,18 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-import cfsrdelta_arch  # noqa: E402,F401  (registers archs; installs the basicsr compat shim)
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from basicsr.data.data_util import paired_paths_from_folder  # noqa: E402
+import cfsrdelta_arch  # noqa: F401  (registers archs; installs the basicsr compat shim)
+import torch
+import yaml
+from basicsr.data.data_util import paired_paths_from_folder
 
-from cfsrdelta_arch.archs.cfsrdelta_arch import build_from_options  # noqa: E402
-from cfsrdelta_arch.data.paired_cached_base_dataset import encode_base  # noqa: E402
-from cfsrdelta_arch.utils.benchmark import bgr_to_tensor  # noqa: E402
-from cfsrdelta_arch.utils.inference import super_resolve  # noqa: E402
-from cfsrdelta_arch.utils.lr_generation import read_image_color  # noqa: E402
-from cfsrdelta_arch.utils.weights import load_weights, sha256_of  # noqa: E402
+from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
+from cfsrdelta_arch.data.paired_cached_base_dataset import encode_base
+from cfsrdelta_arch.app.benchmark import bgr_to_tensor
+from cfsrdelta_arch.utils.inference import super_resolve
+from cfsrdelta_arch.data.lr_generation import read_image_color
+from cfsrdelta_arch.utils.weights import load_weights, sha256_of
 
 
 def cached_datasets(opt):
@@ -70,7 +69,7 @@ def lr_to_tensor(path):
 def cache_dataset(backbone, dataset_opt, scale, tile, overwrite, pad_multiple=1):
     """Write SR_base for every LR/GT pair of one dataset option; returns (written, kept).
 
-    ``pad_multiple``: ``network_g.backbone_pad_multiple`` (see CFSRDelta), for backbones that only
+    ``pad_multiple``: ``network_g.backbone_pad_multiple`` (see BackboneDelta), for backbones that only
     accept LR sizes divisible by it.
     """
     tmpl = dataset_opt.get('filename_tmpl', '{}')

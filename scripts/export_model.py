@@ -17,10 +17,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-from cfsrdelta_arch.inference_cli import add_model_args, check_model_args, engine_from_args  # noqa: E402
-from cfsrdelta_arch.utils.export import DEFAULT_OPSET, check_onnx, export_onnx, export_pth  # noqa: E402
+from cfsrdelta_arch.app.cli import add_model_args, check_model_args, engine_from_args
+from cfsrdelta_arch.app.export import DEFAULT_OPSET, check_onnx, export_onnx, export_pth
 
 ONNX_TOLERANCE = 1e-4
 

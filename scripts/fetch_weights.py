@@ -16,9 +16,8 @@ import sys
 import tempfile
 import urllib.request
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-from cfsrdelta_arch.utils.weights import OFFICIAL_SOURCES, OFFICIAL_WEIGHTS, sha256_of  # noqa: E402
+from cfsrdelta_arch.utils.weights import OFFICIAL_SOURCES, OFFICIAL_WEIGHTS, sha256_of
 
 DEFAULT_DEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 'weights', 'official')
 

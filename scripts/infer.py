@@ -2,9 +2,8 @@
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-from cfsrdelta_arch.inference_cli import main  # noqa: E402
+from cfsrdelta_arch.app.cli import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -12,12 +12,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-from cfsrdelta_arch.compat import install_functional_tensor_alias  # noqa: E402
+from cfsrdelta_arch.utils.compat import install_functional_tensor_alias
 
 install_functional_tensor_alias()
-from cfsrdelta_arch.utils.lr_generation import list_images, write_lr_images  # noqa: E402
+from cfsrdelta_arch.data.lr_generation import list_images, write_lr_images
 
 
 def link_hr(hr_folder, out_root):

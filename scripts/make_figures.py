@@ -34,24 +34,23 @@ import os
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
-sys.path.insert(0, ROOT)
 
-import cfsrdelta_arch  # noqa: E402,F401  (must precede basicsr imports)
-import matplotlib  # noqa: E402
+import cfsrdelta_arch  # noqa: F401  (must precede basicsr imports)
+import matplotlib
 
 matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from basicsr.metrics import calculate_psnr  # noqa: E402
-from basicsr.metrics.metric_util import to_y_channel  # noqa: E402
-from basicsr.utils.matlab_functions import imresize  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-from PIL import Image  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from basicsr.metrics import calculate_psnr
+from basicsr.metrics.metric_util import to_y_channel
+from basicsr.utils.matlab_functions import imresize
+from matplotlib.patches import Rectangle
+from PIL import Image
 
-from cfsrdelta_arch.utils.benchmark import (BACKBONE, bgr_to_tensor, evaluate_image, load_networks,  # noqa: E402
+from cfsrdelta_arch.app.benchmark import (BACKBONE, bgr_to_tensor, evaluate_image, load_networks,
                                             tensor_to_bgr)
-from cfsrdelta_arch.utils.lr_generation import bicubic_downsample, list_images, mod_crop, read_image_color  # noqa: E402
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop, read_image_color
 
 DELTA = 'CFSR-Delta'
 METHODS = ('HR', 'Bicubic', BACKBONE, DELTA)  # panel order
@@ -140,7 +139,7 @@ def super_resolve(hr, scale, backbone, refiner):
     """{'HR', 'Bicubic', 'CFSR', 'CFSR-Delta'}: uint8 BGR images of the mod-cropped ``hr``.
 
     The LR is the protocol one; CFSR-Delta's refiner gets the clamped backbone output and the LR,
-    exactly as inside CFSRDelta and benchmark.evaluate_image.
+    exactly as inside BackboneDelta and benchmark.evaluate_image.
     """
     hr = mod_crop(hr, scale)
     lr = bicubic_downsample(hr, scale)

@@ -15,14 +15,13 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 
-from cfsrdelta_arch.compat import install_functional_tensor_alias  # noqa: E402
+from cfsrdelta_arch.utils.compat import install_functional_tensor_alias
 
 install_functional_tensor_alias()
-import cv2  # noqa: E402
+import cv2
 
-from cfsrdelta_arch.utils.lr_generation import list_images, mod_crop, read_image_color, write_lr_images  # noqa: E402
+from cfsrdelta_arch.data.lr_generation import list_images, mod_crop, read_image_color, write_lr_images
 
 
 def split_sources(sources, val_every, min_size=0):

@@ -7,9 +7,8 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SHARED = os.path.abspath(os.path.join(ROOT, os.pardir, 'shared'))
-sys.path.insert(0, ROOT)
 
-import cfsrdelta_arch  # noqa: E402,F401  (registers everything; must precede basicsr imports)
+import cfsrdelta_arch  # noqa: F401  (registers everything; must precede basicsr imports)
 
 
 def require_shared(*relative):
@@ -34,7 +33,7 @@ def write_tiny_dataset(root, scale, n=3, size=48, seed=0):
     Returns (hr_dir, lr_dir); LR files are named '<name>x<scale>.png'.
     """
     import cv2
-    from cfsrdelta_arch.utils.lr_generation import bicubic_downsample
+    from cfsrdelta_arch.data.lr_generation import bicubic_downsample
     rng = np.random.default_rng(seed)
     hr_dir = os.path.join(root, 'HR')
     lr_dir = os.path.join(root, 'LR_bicubic', f'X{scale}')

@@ -1,6 +1,6 @@
-"""Any registered SR network works as the frozen backbone of CFSRDelta; LESRCNN matches its release.
+"""Any registered SR network works as the frozen backbone of BackboneDelta; LESRCNN matches its release.
 
-- A few CFSRDeltaModel training iterations (built through ``basicsr.models.build_model``) with tiny
+- A few BackboneDeltaModel training iterations (built through ``basicsr.models.build_model``) with tiny
   configs of CFSR, LESRCNN and BasicSR's own EDSR, MSRResNet, RRDBNet and SwinIR: the backbone
   stays bit-identical, the refiner changes.
 - LESRCNN: the official x2/x3/x4 files load strictly, parameter counts, one-line errors, and
@@ -23,7 +23,7 @@ SCALE = 2
 LR_SIZE = 10  # training patches: not a multiple of SwinIR's window (4)
 TEST_SIZE = (9, 7)  # odd: RRDBNet x2 pixel-unshuffles its input by 2
 
-# Tiny backbone configs (x2) and CFSRDelta's backbone_pad_multiple for each: BasicSR 1.4.2's SwinIR
+# Tiny backbone configs (x2) and BackboneDelta's backbone_pad_multiple for each: BasicSR 1.4.2's SwinIR
 # needs LR sizes divisible by its window_size, RRDBNet at x2 (and x1) sizes divisible by 2 (4); neither
 # pads by itself.
 BACKBONES = {
@@ -40,13 +40,13 @@ BACKBONES = {
 
 
 def delta_options(tmp_path, backbone, pad_multiple, total_iter=3):
-    """A complete training option dict for CFSRDeltaModel on the CPU, all paths under tmp_path."""
+    """A complete training option dict for BackboneDeltaModel on the CPU, all paths under tmp_path."""
     root = str(tmp_path)
     return {
-        'name': 'any_backbone', 'model_type': 'CFSRDeltaModel', 'scale': SCALE, 'num_gpu': 0, 'manual_seed': 0,
+        'name': 'any_backbone', 'model_type': 'BackboneDeltaModel', 'scale': SCALE, 'num_gpu': 0, 'manual_seed': 0,
         'is_train': True, 'dist': False, 'rank': 0, 'world_size': 1,
         'network_g': {
-            'type': 'CFSRDelta', 'backbone': backbone, 'backbone_pad_multiple': pad_multiple,
+            'type': 'BackboneDelta', 'backbone': backbone, 'backbone_pad_multiple': pad_multiple,
             'refiner': {'type': 'LRRefineNet', 'upscale': SCALE, 'width': 8, 'num_convs': 2, 'init_std': 1e-3},
         },
         'path': {
@@ -159,7 +159,7 @@ def test_lesrcnn_set5_x4_matches_reference():
     """Set5 x4 under the protocol (LR made here, MATLAB-compatible bicubic): 31.9268 dB +- 0.005."""
     from basicsr.metrics import calculate_psnr
 
-    from cfsrdelta_arch.utils.lr_generation import bicubic_downsample, list_images, mod_crop, read_image_color
+    from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop, read_image_color
 
     scale = 4
     hr_dir = require_shared('datasets', 'benchmark', 'Set5', 'HR')

@@ -7,10 +7,10 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.cfsr_arch import CFSR, EDGE_MASKS
-from cfsrdelta_arch.archs.cfsrdelta_arch import CFSRDelta
+from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.archs.lrrefinenet_arch import LRRefineNet
 from cfsrdelta_arch.archs.refinenet_arch import RefineNet
-from cfsrdelta_arch.utils.back_projection import BackProjection
+from cfsrdelta_arch.archs.back_projection import BackProjection
 from cfsrdelta_arch.utils.weights import CheckpointError, load_weights, verify_official
 from conftest import official_weights, require_shared
 
@@ -24,12 +24,12 @@ CASES = [
     ('RefineNet', lambda: RefineNet(), 1, 'sr'),
     *[(f'LRRefineNet_x{s}', lambda s=s: LRRefineNet(upscale=s), s, 'sr_lr') for s in SCALES],
     *[(f'BPRefineNet_x{s}', lambda s=s: BPRefineNet(upscale=s), s, 'sr_lr') for s in SCALES],
-    *[(f'CFSRDelta_x{s}', lambda s=s: CFSRDelta({'type': 'CFSR', 'upscale': s},
+    *[(f'CFSRDelta_x{s}', lambda s=s: BackboneDelta({'type': 'CFSR', 'upscale': s},
                                                  {'type': 'LRRefineNet', 'upscale': s}), s, 'lr') for s in SCALES],
-    *[(f'CFSRDelta_BPRefineNet_x{s}', lambda s=s: CFSRDelta({'type': 'CFSR', 'upscale': s},
+    *[(f'CFSRDelta_BPRefineNet_x{s}', lambda s=s: BackboneDelta({'type': 'CFSR', 'upscale': s},
                                                              {'type': 'BPRefineNet', 'upscale': s}), s, 'lr')
       for s in SCALES],
-    ('CFSRDelta_RefineNet_x4', lambda: CFSRDelta({'type': 'CFSR', 'upscale': 4}, {'type': 'RefineNet'}), 4, 'lr'),
+    ('CFSRDelta_RefineNet_x4', lambda: BackboneDelta({'type': 'CFSR', 'upscale': 4}, {'type': 'RefineNet'}), 4, 'lr'),
 ]
 
 
@@ -46,7 +46,7 @@ def lr_body_params(s, width=24, num_convs=3, c=3, lr_inputs=1):
 
 
 def test_all_tested_archs_are_registered_by_the_plugin():
-    for name in ('CFSR', 'RefineNet', 'LRRefineNet', 'BPRefineNet', 'CFSRDelta'):
+    for name in ('CFSR', 'RefineNet', 'LRRefineNet', 'BPRefineNet', 'BackboneDelta'):
         cls = ARCH_REGISTRY.get(name)
         assert cls.__module__.startswith('cfsrdelta_arch.archs.'), name
 
@@ -95,7 +95,7 @@ def test_bprefinenet_parameter_count_and_state_dict(scale):
 
 @pytest.mark.parametrize('scale', SCALES)
 def test_cfsrdelta_parameters_are_backbone_plus_refiner(scale):
-    net = CFSRDelta({'type': 'CFSR', 'upscale': scale}, {'type': 'LRRefineNet', 'upscale': scale})
+    net = BackboneDelta({'type': 'CFSR', 'upscale': scale}, {'type': 'LRRefineNet', 'upscale': scale})
     assert count(net) == count(CFSR(upscale=scale)) + lr_body_params(scale)
     assert sum(p.numel() for p in net.parameters() if p.requires_grad) == lr_body_params(scale)
 
@@ -117,7 +117,7 @@ def test_refiners_are_exactly_identity_with_init_std_0(scale):
         assert torch.equal(BPRefineNet(upscale=scale, init_std=0, bp_steps=0)(sr, lr), sr)
         # with its default 3 steps BPRefineNet starts as the training-free back-projection
         assert torch.equal(BPRefineNet(upscale=scale, init_std=0)(sr, lr), BackProjection(scale)(sr, lr))
-        net = CFSRDelta({'type': 'CFSR', 'upscale': scale}, {'type': 'LRRefineNet', 'upscale': scale, 'init_std': 0})
+        net = BackboneDelta({'type': 'CFSR', 'upscale': scale}, {'type': 'LRRefineNet', 'upscale': scale, 'init_std': 0})
         assert torch.equal(net(lr), net.backbone(lr).clamp(0, 1))
 
 
@@ -133,12 +133,12 @@ def test_refiners_are_close_to_identity_with_default_init(scale):
         for out in (RefineNet()(sr), LRRefineNet(upscale=scale)(sr, lr)):
             diff = (out - sr).abs().max().item()
             assert 0 < diff <= IDENTITY_TOL
-        net = CFSRDelta({'type': 'CFSR', 'upscale': scale}, {'type': 'LRRefineNet', 'upscale': scale})
+        net = BackboneDelta({'type': 'CFSR', 'upscale': scale}, {'type': 'LRRefineNet', 'upscale': scale})
         assert (net(lr) - net.backbone(lr).clamp(0, 1)).abs().max().item() <= IDENTITY_TOL
 
 
 def test_cfsrdelta_backbone_is_frozen_and_stays_in_eval():
-    net = CFSRDelta({'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': (1,)}, {'type': 'RefineNet'})
+    net = BackboneDelta({'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': (1,)}, {'type': 'RefineNet'})
     net.train()
     assert not net.backbone.training and all(not m.training for m in net.backbone.modules())
     assert net.refiner.training

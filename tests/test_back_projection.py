@@ -13,14 +13,14 @@ from basicsr.utils.matlab_functions import imresize
 from test_data_scripts import load_script
 
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
-from cfsrdelta_arch.archs.cfsrdelta_arch import CFSRDelta
+from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.data.paired_cached_base_dataset import encode_base
-from cfsrdelta_arch.utils.back_projection import BackProjection, consistency_residual
-from cfsrdelta_arch.utils.benchmark import bgr_to_tensor
-from cfsrdelta_arch.utils.bicubic_conv import BicubicDown, BicubicUp
+from cfsrdelta_arch.archs.back_projection import BackProjection, consistency_residual
+from cfsrdelta_arch.app.benchmark import bgr_to_tensor
+from cfsrdelta_arch.archs.bicubic_layers import BicubicDown, BicubicUp
 from cfsrdelta_arch.utils.flops import count_conv_macs
 from cfsrdelta_arch.utils.inference import dihedral
-from cfsrdelta_arch.utils.lr_generation import bicubic_downsample
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample
 
 SCALES = (2, 3, 4)
 LR_H, LR_W = 10, 7
@@ -110,7 +110,7 @@ def test_bprefinenet_rejects_mismatched_sizes():
 
 def test_cfsrdelta_with_bprefinenet_stays_under_a_tenth_of_cfsr_x4_macs():
     """The issue's budget: refiner MACs <= 10% of CFSR x4's, fixed bicubic convs included."""
-    net = CFSRDelta({'type': 'CFSR', 'upscale': 4}, {'type': 'BPRefineNet', 'upscale': 4})
+    net = BackboneDelta({'type': 'CFSR', 'upscale': 4}, {'type': 'BPRefineNet', 'upscale': 4})
     lr = torch.rand(1, 3, 45, 80)  # 1280x720 / 16 in each dimension: MACs scale with the area
     backbone = count_conv_macs(net.backbone, lr)
     refiner = count_conv_macs(net.refiner, net.backbone(lr), lr)

@@ -15,7 +15,7 @@ import torch
 from basicsr.data.paired_image_dataset import PairedImageDataset
 
 from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset, decode_base, encode_base
-from cfsrdelta_arch.utils.lr_generation import bicubic_downsample, mod_crop, read_image_color
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop, read_image_color
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 

@@ -9,9 +9,9 @@ from conftest import ROOT, official_weights
 from test_inference_cli import TINY_CFSR, write_tiny_model
 
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
-from cfsrdelta_arch.archs.cfsrdelta_arch import build_from_options
-from cfsrdelta_arch.utils.export import check_onnx, export_onnx, export_pth
-from cfsrdelta_arch.utils.sr_engine import SREngine, build_network
+from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
+from cfsrdelta_arch.app.export import check_onnx, export_onnx, export_pth
+from cfsrdelta_arch.app.engine import SREngine, build_network
 from cfsrdelta_arch.utils.weights import CheckpointError, load_weights
 
 ONNX_TOLERANCE = 1e-4
@@ -25,7 +25,7 @@ def delta_options(refiner, backbone_weights):
         refiner_opt.update(upscale=4, width=8, num_convs=3)
     else:
         refiner_opt.update(width=8)
-    return {'scale': 4, 'network_g': {'type': 'CFSRDelta', 'backbone': {'type': 'CFSR', 'upscale': 4},
+    return {'scale': 4, 'network_g': {'type': 'BackboneDelta', 'backbone': {'type': 'CFSR', 'upscale': 4},
                                       'refiner': refiner_opt},
             'path': {'pretrain_network_backbone': backbone_weights, 'pretrain_network_g': None}}
 

@@ -1,5 +1,5 @@
 """scripts/make_figures.py: helpers on synthetic arrays, and the whole script on a tiny HR folder;
-also the shared benchmark evaluation behind it and the README tables (utils/benchmark.py).
+also the shared benchmark evaluation behind it and the README tables (app/benchmark.py).
 
 The end-to-end tests use the official CFSR x4 backbone (skipped locally without ../shared, failing
 under CI) with a random BPRefineNet refiner, written as test option files in a temp folder, so they
@@ -16,9 +16,9 @@ from conftest import ROOT, official_weights, write_tiny_dataset
 from PIL import Image
 from test_data_scripts import load_script, run_failing
 
-from cfsrdelta_arch.archs.cfsrdelta_arch import build_from_options
-from cfsrdelta_arch.utils.benchmark import evaluate_image, format_cost_table, load_networks, measure_cost
-from cfsrdelta_arch.utils.lr_generation import mod_crop
+from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
+from cfsrdelta_arch.app.benchmark import evaluate_image, format_cost_table, load_networks, measure_cost
+from cfsrdelta_arch.data.lr_generation import mod_crop
 
 make_figures = load_script('make_figures')
 SCALE = 4

@@ -8,8 +8,8 @@ import sys
 from conftest import ROOT
 
 REGISTERED = {
-    'ARCH_REGISTRY': ['CFSR', 'LESRCNN', 'RefineNet', 'LRRefineNet', 'BPRefineNet', 'CFSRDelta'],
-    'MODEL_REGISTRY': ['TTASRModel', 'CFSRDeltaModel'],
+    'ARCH_REGISTRY': ['CFSR', 'LESRCNN', 'RefineNet', 'LRRefineNet', 'BPRefineNet', 'BackboneDelta'],
+    'MODEL_REGISTRY': ['TTASRModel', 'BackboneDeltaModel'],
     'LOSS_REGISTRY': ['L1FFTLoss'],
     'DATASET_REGISTRY': ['PairedCachedBaseDataset'],
 }
@@ -18,7 +18,7 @@ REPORT = '''
 import json, sys
 from basicsr.utils import registry
 import basicsr.train
-from cfsrdelta_arch.compat import load_resume_state
+from cfsrdelta_arch.app.resume import load_resume_state
 found = {reg: {name: getattr(registry, reg).get(name).__module__ for name in names}
          for reg, names in %r.items()}
 alias = sys.modules['torchvision.transforms.functional_tensor']
@@ -57,7 +57,7 @@ def test_basicsr_is_unpatched():
 def test_import_twice_registers_everything():
     report = run_python('import cfsrdelta_arch\nimport cfsrdelta_arch\n' + REPORT)
     assert_all_registered(report)
-    assert 'cfsrdelta_arch.compat' in report['alias_doc']
+    assert 'cfsrdelta_arch.utils.compat' in report['alias_doc']
 
 
 def test_import_after_another_package_imported_basicsr():
@@ -81,7 +81,7 @@ assert sys.modules['torchvision.transforms.functional_tensor'] is stub
 def test_registered_names_build_through_basicsr():
     from basicsr.archs import build_network
     from basicsr.losses import build_loss
-    net = build_network({'type': 'CFSRDelta', 'backbone': {'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': [1]},
+    net = build_network({'type': 'BackboneDelta', 'backbone': {'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': [1]},
                          'refiner': {'type': 'RefineNet'}})
-    assert type(net).__name__ == 'CFSRDelta'
+    assert type(net).__name__ == 'BackboneDelta'
     assert type(build_loss({'type': 'L1FFTLoss'})).__name__ == 'L1FFTLoss'

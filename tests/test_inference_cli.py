@@ -9,10 +9,10 @@ import yaml
 from conftest import official_weights, require_shared
 
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
-from cfsrdelta_arch.inference_cli import main
+from cfsrdelta_arch.app.cli import main
 from cfsrdelta_arch.utils.image_io import read_image, write_image
-from cfsrdelta_arch.utils.lr_generation import bicubic_downsample, read_image_color
-from cfsrdelta_arch.utils.sr_engine import DEFAULT_TILE_OVERLAP, SREngine
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample, read_image_color
+from cfsrdelta_arch.app.engine import DEFAULT_TILE_OVERLAP, SREngine
 
 TINY_CFSR = {'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': [1], 'dw_size': 9, 'mlp_ratio': 2}
 H, W = 12, 16  # LR size of the generated images

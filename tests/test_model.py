@@ -1,4 +1,4 @@
-"""CFSRDeltaModel and TTASRModel built by BasicSR from option dicts (CPU, tiny networks)."""
+"""BackboneDeltaModel and TTASRModel built by BasicSR from option dicts (CPU, tiny networks)."""
 import copy
 import os
 
@@ -7,7 +7,7 @@ import torch
 from basicsr.models import build_model
 
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
-from cfsrdelta_arch.models.cfsrdelta_model import CFSRDeltaModel
+from cfsrdelta_arch.models.backbone_delta_model import BackboneDeltaModel
 from cfsrdelta_arch.models.ttasr_model import TTASRModel
 from cfsrdelta_arch.utils.inference import self_ensemble
 
@@ -35,9 +35,9 @@ def delta_opt(tmp_path, backbone_path, is_train=True, pretrain_g=None, ema_decay
     for p in paths.values():
         os.makedirs(p, exist_ok=True)
     return {
-        'name': 'tiny', 'model_type': 'CFSRDeltaModel', 'scale': SCALE, 'is_train': is_train,
+        'name': 'tiny', 'model_type': 'BackboneDeltaModel', 'scale': SCALE, 'is_train': is_train,
         'dist': False, 'num_gpu': 0, 'rank': 0, 'world_size': 1,
-        'network_g': {'type': 'CFSRDelta', 'backbone': dict(TINY_CFSR),
+        'network_g': {'type': 'BackboneDelta', 'backbone': dict(TINY_CFSR),
                       'refiner': {'type': 'LRRefineNet', 'upscale': SCALE, 'width': 8, 'num_convs': 3}},
         'path': {'experiments_root': str(root), **paths, 'pretrain_network_backbone': backbone_path,
                  'pretrain_network_g': pretrain_g, 'strict_load_g': True, 'resume_state': None},
@@ -78,12 +78,12 @@ def graph_leaves(tensor):
     return leaves
 
 
-# ---- CFSRDeltaModel -------------------------------------------------------------------------------
+# ---- BackboneDeltaModel -------------------------------------------------------------------------------
 
 def test_backbone_is_loaded_frozen_and_unchanged_by_training(tmp_path, backbone_file):
     path, saved = backbone_file
     model = build_model(delta_opt(tmp_path, path))
-    assert isinstance(model, CFSRDeltaModel)
+    assert isinstance(model, BackboneDeltaModel)
     net = model.net_g
     backbone_before = clone_state(net.backbone)
     assert all(torch.equal(backbone_before[k], saved[k]) for k in saved)  # loaded from the file

@@ -48,14 +48,14 @@ def paired(name, hr_dir, lr_dir, **extra):
 def train_options(name, data, backbone, total_iter=2, lr=1e-3, val_extra=None, resume_state=None):
     hr_dir, lr_dir = data
     return {
-        'name': name, 'model_type': 'CFSRDeltaModel', 'scale': SCALE, 'num_gpu': 0, 'manual_seed': 0,
+        'name': name, 'model_type': 'BackboneDeltaModel', 'scale': SCALE, 'num_gpu': 0, 'manual_seed': 0,
         'datasets': {
             'train': paired('tiny_train', hr_dir, lr_dir, gt_size=32, use_hflip=True, use_rot=True,
                             num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=10,
                             prefetch_mode=None),
             'val': paired('tiny_val', hr_dir, lr_dir),
         },
-        'network_g': {'type': 'CFSRDelta', 'backbone': dict(TINY_CFSR),
+        'network_g': {'type': 'BackboneDelta', 'backbone': dict(TINY_CFSR),
                       'refiner': {'type': 'LRRefineNet', 'upscale': SCALE, 'width': 8, 'num_convs': 2}},
         'path': {'pretrain_network_backbone': backbone, 'pretrain_network_g': None, 'strict_load_g': True,
                  'resume_state': resume_state},

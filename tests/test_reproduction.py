@@ -11,7 +11,7 @@ import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
-from cfsrdelta_arch.utils.lr_generation import bicubic_downsample, list_images, mod_crop
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop
 from cfsrdelta_arch.utils.weights import load_weights
 from conftest import official_weights, require_shared
 

@@ -6,7 +6,7 @@ from torch.nn import functional as F
 
 from .blocks import residual_conv_body
 
-from cfsrdelta_arch.utils.back_projection import BackProjection
+from .back_projection import BackProjection
 
 
 @ARCH_REGISTRY.register()
@@ -16,7 +16,7 @@ class BPRefineNet(nn.Module):
     Benchmark LR images are MATLAB-bicubic downsamplings of the HR images (protocol.md), so a good
     SR image should downsample back to its LR input. ``r(x)`` is the saturation-aware LR consistency
     residual of x and ``P`` iterates ``x <- x + U(r(x))`` ``bp_steps`` times (D, U: MATLAB bicubic
-    down / up as fixed convolutions; utils/back_projection.py). The learned body runs at LR
+    down / up as fixed convolutions; archs/back_projection.py). The learned body runs at LR
     resolution on the pixel-unshuffled SR, the LR and ``r(sr)``, and starts at zero output (last conv
     N(0, init_std), bias 0); the projection after it keeps whatever it adds consistent with the LR.
 

@@ -14,7 +14,7 @@ class L1FFTLoss(nn.Module):
     (the prior art: 0.005 over 2,000 iterations), then stays there. ``ramp_iters: 0`` applies the
     full weight from the start.
 
-    The iteration comes from :meth:`set_iter` (CFSRDeltaModel calls it every step, so a resumed run
+    The iteration comes from :meth:`set_iter` (BackboneDeltaModel calls it every step, so a resumed run
     continues the ramp); without it the loss counts its own calls in training mode.
 
     Args:

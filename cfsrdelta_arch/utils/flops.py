@@ -2,7 +2,7 @@
 
 Counts Conv2d MACs (``out_pixels * out_ch * in_ch / groups * kh * kw``) and those of modules that
 report their own fixed convolutions through ``conv_macs(out)`` (the bicubic resizers of
-utils/bicubic_conv.py, which call F.conv2d with fixed kernels); norms, activations,
+archs/bicubic_layers.py, which call F.conv2d with fixed kernels); norms, activations,
 element-wise products and pixel (un)shuffles are negligible here and not counted. The CFSR paper's
 "17.5G FLOPs at x4 for a 1280x720 output" is such a MAC count.
 """

@@ -34,8 +34,8 @@ import sys
 
 import cfsrdelta_arch  # noqa: F401  (registers the archs; must precede basicsr imports)
 from cfsrdelta_arch.utils.image_io import read_image, write_image
-from cfsrdelta_arch.utils.lr_generation import list_images
-from cfsrdelta_arch.utils.sr_engine import ALPHA_MODES, DEFAULT_TILE_OVERLAP, SREngine
+from cfsrdelta_arch.data.lr_generation import list_images
+from cfsrdelta_arch.app.engine import ALPHA_MODES, DEFAULT_TILE_OVERLAP, SREngine
 
 OUTPUT_EXTENSIONS = ('png', 'jpg', 'webp', 'tif', 'bmp')
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
-from .flops import count_conv_macs
-from .inference import dihedral, inverse_dihedral, self_ensemble
-from .lr_generation import bicubic_downsample, mod_crop
-from .sr_engine import SREngine
+from cfsrdelta_arch.utils.flops import count_conv_macs
+from cfsrdelta_arch.utils.inference import dihedral, inverse_dihedral, self_ensemble
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop
+from .engine import SREngine
 
 BACKBONE = 'CFSR'
 
@@ -57,7 +57,7 @@ def evaluate_image(hr, scale, backbone, refiners, ensemble=True):
     for k in range(8 if ensemble else 1):
         lr_k = dihedral(lr, k)
         base = backbone(lr_k)
-        clamped = base.clamp(0, 1)  # what CFSRDelta feeds its refiner
+        clamped = base.clamp(0, 1)  # what BackboneDelta feeds its refiner
         outs = {BACKBONE: base, **{name: ref(clamped, lr_k) for name, ref in refiners.items()}}
         for name, out in outs.items():
             out = inverse_dihedral(out, k)
@@ -99,7 +99,7 @@ def measure_cost(scale, backbone, refiners, repeats, out_hw=(720, 1280), x8_repe
         sizes[name] = (n_backbone + sum(p.numel() for p in ref.parameters()),
                        (macs_backbone + count_conv_macs(ref, base, lr)) / 1e9)
 
-    def method(name):  # LR -> SR of one method, as CFSRDelta computes it
+    def method(name):  # LR -> SR of one method, as BackboneDelta computes it
         if name == BACKBONE:
             return backbone
         return lambda x: refiners[name](backbone(x).clamp(0, 1), x)

@@ -1,32 +1,9 @@
-"""Make an unmodified BasicSR 1.4.2 work with current torchvision and on CPU-only machines.
+"""Resume BasicSR training runs: finding and loading the training state.
 
-Applied by ``import cfsrdelta_arch`` before anything from ``basicsr`` is imported; every step is
-idempotent, so importing the plugin twice, or after another package imported basicsr, is safe.
+BasicSR 1.4.2 maps a resumed state onto CUDA; :func:`patch_basicsr_train` (applied by
+``import cfsrdelta_arch``) points ``basicsr.train`` at the CPU-aware :func:`load_resume_state`, so
+foreign projects' train.py resume on CPU too.
 """
-import sys
-import types
-
-
-def install_functional_tensor_alias():
-    """Provide ``torchvision.transforms.functional_tensor`` (removed in torchvision 0.17).
-
-    ``basicsr.data.degradations`` imports ``rgb_to_grayscale`` from it; the function still lives in
-    ``torchvision.transforms.functional``. A real module, if a future torchvision brings one back,
-    is left alone.
-    """
-    name = 'torchvision.transforms.functional_tensor'
-    if name in sys.modules:
-        return
-    try:
-        import torchvision.transforms.functional_tensor  # noqa: F401
-        return
-    except ImportError:
-        pass
-    from torchvision.transforms import functional
-    alias = types.ModuleType(name)
-    alias.__doc__ = 'Alias installed by cfsrdelta_arch.compat for basicsr 1.4.2.'
-    alias.rgb_to_grayscale = functional.rgb_to_grayscale
-    sys.modules[name] = alias
 
 
 def load_resume_state(opt):

@@ -1,11 +1,11 @@
 """Export a loaded network (deploy form, see SREngine) for inference elsewhere.
 
 - :func:`export_pth`: whole-network ``{'params': state_dict}``; loads strictly into the arch built in
-  deploy form (for CFSRDelta: a state dict with ``backbone.*`` and ``refiner.*`` keys, usable with
+  deploy form (for BackboneDelta: a state dict with ``backbone.*`` and ``refiner.*`` keys, usable with
   ``cfsrdelta-infer --opt <train yml> --weights <file>``).
 - :func:`export_onnx`: ONNX graph with dynamic batch, height and width; input ``lr``
   (N, 3, H, W) float32 RGB in [0, 1], output ``sr`` (N, 3, s*H, s*W), unclamped except for a
-  CFSRDelta's SR_base.
+  BackboneDelta's SR_base.
 - :func:`check_onnx`: run the file in onnxruntime at several sizes against PyTorch.
 
 Uses the TorchScript exporter (``dynamo=False``): torch 2.14's default dynamo exporter needs the

@@ -1,4 +1,4 @@
-"""CFSRDeltaModel: frozen pretrained backbone, trainable residual refiner, peak capture."""
+"""BackboneDeltaModel: frozen pretrained backbone, trainable residual refiner, peak capture."""
 import json
 import os
 from collections import OrderedDict
@@ -14,19 +14,19 @@ from .ttasr_model import TTASRModel
 class EarlyStopping(Exception):
     """Raised from validation when ``val.early_stopping.patience`` validations brought no gain.
 
-    ``cfsrdelta_arch.runner.train_pipeline`` catches it and ends training normally; the best
+    ``cfsrdelta_arch.app.runner.train_pipeline`` catches it and ends training normally; the best
     checkpoint has been saved by then.
     """
 
 
 @MODEL_REGISTRY.register()
-class CFSRDeltaModel(TTASRModel):
-    """Train only the refiner of a ``CFSRDelta`` network on top of a frozen, pretrained backbone.
+class BackboneDeltaModel(TTASRModel):
+    """Train only the refiner of a ``BackboneDelta`` network on top of a frozen, pretrained backbone.
 
     Options used beyond BasicSR's SRModel:
     - ``path.pretrain_network_backbone`` (+ ``param_key_backbone``): backbone weights, strict, verified.
     - ``path.pretrain_network_g``: refiner weights (what this model saves) or a whole exported
-      CFSRDelta (keys ``backbone.*``/``refiner.*``).
+      BackboneDelta (keys ``backbone.*``/``refiner.*``).
     - data key ``base`` (from PairedCachedBaseDataset): a cached SR_base, which skips the backbone.
     - ``val.save_best: true``: save ``net_g_best.pth`` whenever the first validation metric of the
       first validation set improves, and record the iteration in ``best.json``.
@@ -50,7 +50,7 @@ class CFSRDeltaModel(TTASRModel):
                                       'the frozen backbone is randomly initialised')
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
-        """Load refiner weights, or a whole CFSRDelta when the file has ``backbone.*`` keys."""
+        """Load refiner weights, or a whole BackboneDelta when the file has ``backbone.*`` keys."""
         net = self.get_bare_model(net)
         target = net.load_refiner_or_whole(load_state_dict_file(load_path, param_key), strict=strict)
         get_root_logger().info(f'Loaded {target.__class__.__name__} from {load_path} [{param_key}]')

@@ -9,7 +9,7 @@ from basicsr.train import train_pipeline as basicsr_train_pipeline
 from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs
 from basicsr.utils.options import dict2str, parse_options
 
-from cfsrdelta_arch.models.cfsrdelta_model import EarlyStopping
+from cfsrdelta_arch.models.backbone_delta_model import EarlyStopping
 
 
 def train_pipeline(root_path):

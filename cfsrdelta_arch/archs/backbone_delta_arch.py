@@ -1,4 +1,4 @@
-"""CFSRDelta: a frozen SR backbone followed by a trainable residual refiner, in one module."""
+"""BackboneDelta: a frozen SR backbone followed by a trainable residual refiner, in one module."""
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
@@ -14,7 +14,7 @@ def build_from_options(opt):
 
 
 @ARCH_REGISTRY.register()
-class CFSRDelta(nn.Module):
+class BackboneDelta(nn.Module):
     """``SR = refiner(backbone(LR), LR)``, where the refiner is residual (``sr + body(...)``).
 
     The backbone may be any registered SR network (CFSR, LESRCNN, EDSR, MSRResNet, RRDBNet,
@@ -69,7 +69,7 @@ class CFSRDelta(nn.Module):
         return any(k.startswith('backbone.') for k in state_dict)
 
     def load_refiner_or_whole(self, state_dict, strict=True):
-        """Load a refiner checkpoint (what CFSRDeltaModel saves) or a whole exported CFSRDelta.
+        """Load a refiner checkpoint (what BackboneDeltaModel saves) or a whole exported BackboneDelta.
 
         Returns the module that received the weights (``self`` or ``self.refiner``).
         """

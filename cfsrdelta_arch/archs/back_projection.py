@@ -10,7 +10,7 @@ Pushing D(SR) onto a saturated LR value would undo correct overshoot and ring on
 import torch
 from torch import nn
 
-from .bicubic_conv import BicubicDown, BicubicUp
+from .bicubic_layers import BicubicDown, BicubicUp
 
 
 def consistency_residual(lr, lr_of_sr):
@@ -32,7 +32,7 @@ def consistency_residual(lr, lr_of_sr):
 class BackProjection(nn.Module):
     """``steps`` iterations of ``x <- x + U(consistency_residual(lr, D(x)))``, no learned weights.
 
-    D / U are MATLAB bicubic down / up by ``scale`` as fixed convolutions (bicubic_conv.py). Three
+    D / U are MATLAB bicubic down / up by ``scale`` as fixed convolutions (bicubic_layers.py). Three
     steps reach the fixed point on val291 to 1e-4 dB (docs/experiments.md). With
     ``saturation_aware=False`` the residual is the plain ``lr - D(x)`` (classic iterative
     back-projection; kept for the ablation in scripts/bench_back_projection.py).

@@ -1,7 +1,7 @@
 """SREngine: a ready-to-use super-resolution network for real images (CLI, export, benchmarks).
 
 Loading is written once here: a network is built either from an option file's ``network_g``
-(train or test YAML; for CFSRDelta the backbone comes from ``path.pretrain_network_backbone``) or
+(train or test YAML; for BackboneDelta the backbone comes from ``path.pretrain_network_backbone``) or
 from an arch name, a checkpoint and a scale. Train-form networks (CFSR ``deploy: false``) are merged
 into deploy form on load. Tiling and self-ensemble come from :mod:`cfsrdelta_arch.utils.inference`.
 
@@ -19,7 +19,7 @@ import torch
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from cfsrdelta_arch.archs.cfsrdelta_arch import CFSRDelta, build_from_options
+from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
 from cfsrdelta_arch.utils.image_io import from_float, to_float
 from cfsrdelta_arch.utils.inference import super_resolve
 from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file
@@ -77,7 +77,7 @@ def one_line_error(err, net):
 
 
 def load_state(net, state_dict):
-    """Strictly load a state dict into a built network (CFSRDelta: a refiner's or a whole one).
+    """Strictly load a state dict into a built network (BackboneDelta: a refiner's or a whole one).
 
     A deploy-form checkpoint (e.g. from scripts/export_model.py) also loads into a network built in
     train form (CFSR ``deploy: false``): the network is merged first, then loaded.
@@ -85,7 +85,7 @@ def load_state(net, state_dict):
     Raises:
         CheckpointError: the checkpoint does not fit (one line).
     """
-    load = net.load_refiner_or_whole if isinstance(net, CFSRDelta) else net.load_state_dict
+    load = net.load_refiner_or_whole if isinstance(net, BackboneDelta) else net.load_state_dict
     try:
         load(state_dict)
     except (CheckpointError, RuntimeError) as err:
@@ -134,10 +134,10 @@ def build_network(network_opt, weights, param_key='params', backbone_weights=Non
 
     Args:
         network_opt (dict): option dict of a registered arch.
-        weights (str | None): checkpoint of the whole network; for CFSRDelta, a refiner-only
+        weights (str | None): checkpoint of the whole network; for BackboneDelta, a refiner-only
             checkpoint (what training saves) or a whole exported one.
         param_key (str): key inside ``weights`` ('params' or 'params_ema').
-        backbone_weights (str | None): CFSRDelta only: backbone checkpoint, unless ``weights``
+        backbone_weights (str | None): BackboneDelta only: backbone checkpoint, unless ``weights``
             is a whole network.
         backbone_param_key (str): key inside ``backbone_weights``.
 
@@ -152,15 +152,15 @@ def build_network(network_opt, weights, param_key='params', backbone_weights=Non
                               'path.pretrain_network_g in the option file')
     state = load_state_dict_file(weights, param_key)
     network_opt = dict(network_opt)
-    is_delta = network_opt.get('type') == CFSRDelta.__name__
-    if is_delta and not CFSRDelta.is_whole_state(state):
+    is_delta = network_opt.get('type') == BackboneDelta.__name__
+    if is_delta and not BackboneDelta.is_whole_state(state):
         if backbone_weights and not network_opt.get('backbone_weights'):
             network_opt.update(backbone_weights=backbone_weights, backbone_param_key=backbone_param_key)
         if not network_opt.get('backbone_weights'):
             raise CheckpointError(f'{weights} holds a refiner only: the backbone weights are needed too '
                                   '(path.pretrain_network_backbone in the option file)')
     try:
-        net = build_from_options(network_opt)  # CFSRDelta loads its backbone here
+        net = build_from_options(network_opt)  # BackboneDelta loads its backbone here
     except CheckpointError as err:
         raise CheckpointError(f'backbone {network_opt.get("backbone_weights")}: {err}') from None
     try:
@@ -205,7 +205,7 @@ class SREngine:
         """Build ``network_g`` of a BasicSR train/test option file.
 
         Weights: ``weights`` if given, else ``path.pretrain_network_g`` (key ``param_key`` or
-        ``path.param_key_g``). For CFSRDelta, a refiner-only checkpoint is combined with the
+        ``path.param_key_g``). For BackboneDelta, a refiner-only checkpoint is combined with the
         backbone of ``path.pretrain_network_backbone``. Relative paths inside the file are resolved
         with :func:`resolve_option_path`. ``kwargs`` go to :class:`SREngine`.
         """
