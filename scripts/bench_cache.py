@@ -80,7 +80,7 @@ def check_inputs(opt):
     needs = [(train['dataroot_gt'], 'scripts/prepare_training_data.py'),
              (train['dataroot_lq'], 'scripts/prepare_training_data.py'),
              (train['dataroot_base'], 'scripts/cache_backbone_outputs.py'),
-             (opt['path']['pretrain_network_backbone'], 'scripts/fetch_weights.py')]
+             (opt['network_g']['backbone_weights'], 'scripts/fetch_weights.py')]
     for path, maker in needs:
         if not os.path.exists(path):
             raise FileNotFoundError(f'{path} is missing; make it with {maker} (see the option file header)')

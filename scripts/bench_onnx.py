@@ -40,7 +40,7 @@ def delta_network(opt_path, weights):
     if weights:
         return SREngine.from_option_file(opt_path, weights=weights, device='cpu').net
     opt = load_option_file(opt_path)
-    backbone = resolve_option_path(opt['path']['pretrain_network_backbone'], opt_path)
+    backbone = resolve_option_path(opt['network_g']['backbone_weights'], opt_path)
     net = build_from_options(dict(opt['network_g'], backbone_weights=backbone))
     return to_deploy(net.eval().requires_grad_(False))
 

@@ -29,7 +29,7 @@ import numpy as np
 from cfsrdelta_arch.app.cli import add_model_args, check_model_args, engine_from_args
 from cfsrdelta_arch.utils.image_io import from_float, to_float
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, read_image_color
-from cfsrdelta_arch.app.engine import DEFAULT_TILE_OVERLAP
+from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP
 
 
 def psnr_uint8(a, b):

@@ -1,7 +1,7 @@
 """Compute the frozen backbone's SR output (SR_base) once for every LR image of a delta training run.
 
 Reads a train option file, builds the backbone of ``network_g`` with the weights in
-``path.pretrain_network_backbone``, and for every dataset of type PairedCachedBaseDataset (train and
+``network_g.backbone_weights``, and for every dataset of type PairedCachedBaseDataset (train and
 val) writes ``<dataroot_base>/<GT file name>`` as a 16-bit PNG, from the whole LR image (tiled for
 large ones), so training sees exactly what the backbone gives at test time.
 
@@ -37,9 +37,9 @@ def cached_datasets(opt):
 
 def cache_signature(opt):
     """What the cache depends on: backbone options, the sha256 of its weights (and its input padding)."""
-    weights = opt['path'].get('pretrain_network_backbone')
+    weights = opt['network_g'].get('backbone_weights')
     if not weights:
-        raise ValueError('path.pretrain_network_backbone is not set: nothing to cache')
+        raise ValueError('network_g.backbone_weights is not set: nothing to cache')
     signature = {'backbone': opt['network_g']['backbone'], 'weights_sha256': sha256_of(weights), 'scale': opt['scale']}
     pad_multiple = opt['network_g'].get('backbone_pad_multiple', 1)
     if pad_multiple != 1:  # recorded only when used, so caches made before the option stay valid
@@ -82,7 +82,7 @@ def cache_dataset(backbone, dataset_opt, scale, tile, overwrite, pad_multiple=1)
             kept += 1
         else:
             with torch.no_grad():
-                sr = super_resolve(backbone, lr_to_tensor(pair['lq_path']), scale, tile_size=tile, tile_overlap=32,
+                sr = super_resolve(backbone, lr_to_tensor(pair['lq_path']), scale, tile_size=tile,
                                    pad_multiple=pad_multiple)
             bgr = sr[0].clamp(0, 1).numpy().transpose(1, 2, 0)[:, :, ::-1]
             with open(out + '.part', 'wb') as f:
@@ -112,8 +112,8 @@ def main(argv=None):
     try:
         signature = cache_signature(opt)
         backbone = build_from_options(opt['network_g']['backbone'])
-        load_weights(backbone, opt['path']['pretrain_network_backbone'], opt['path'].get('param_key_backbone',
-                                                                                          'params'))
+        load_weights(backbone, opt['network_g']['backbone_weights'], opt['network_g'].get('backbone_param_key',
+                                                                                           'params'))
         backbone.eval()
         for d in datasets:
             check_signature(d['dataroot_base'], signature, args.overwrite)

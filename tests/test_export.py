@@ -11,7 +11,7 @@ from test_inference_cli import TINY_CFSR, write_tiny_model
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
 from cfsrdelta_arch.app.export import check_onnx, export_onnx, export_pth
-from cfsrdelta_arch.app.engine import SREngine, build_network
+from cfsrdelta_arch.app.engine import SREngine, load_inference_network
 from cfsrdelta_arch.utils.weights import CheckpointError, load_weights
 
 ONNX_TOLERANCE = 1e-4
@@ -26,8 +26,8 @@ def delta_options(refiner, backbone_weights):
     else:
         refiner_opt.update(width=8)
     return {'scale': 4, 'network_g': {'type': 'BackboneDelta', 'backbone': {'type': 'CFSR', 'upscale': 4},
-                                      'refiner': refiner_opt},
-            'path': {'pretrain_network_backbone': backbone_weights, 'pretrain_network_g': None}}
+                                      'refiner': refiner_opt, 'backbone_weights': backbone_weights},
+            'path': {'pretrain_network_g': None}}
 
 
 def write_delta(tmp_path, refiner):
@@ -67,7 +67,7 @@ def test_whole_cfsrdelta_pth_round_trip(tmp_path):
     whole = export_pth(engine.net, str(tmp_path / 'whole.pth'))
     with open(opt_path) as f:
         opt = yaml.safe_load(f)
-    opt['path']['pretrain_network_backbone'] = None  # the whole file alone must be enough
+    opt['network_g']['backbone_weights'] = None  # the whole file alone must be enough
     with open(opt_path, 'w') as f:
         yaml.safe_dump(opt, f)
     again = SREngine.from_option_file(opt_path, weights=whole, device='cpu')
@@ -88,14 +88,14 @@ def test_train_form_is_merged_and_exported(tmp_path):
     train_pth = str(tmp_path / 'train_form.pth')
     torch.save({'params': train_net.state_dict()}, train_pth)
 
-    net = build_network(dict(TINY_CFSR, deploy=False), train_pth)
+    net = load_inference_network(dict(TINY_CFSR, deploy=False), train_pth)
     assert net.deploy
     x = torch.rand(1, 3, 10, 14)
     with torch.no_grad():
         torch.testing.assert_close(net(x), train_net(x), rtol=0, atol=1e-5)
     exported = export_pth(net, str(tmp_path / 'deploy.pth'))
     deploy_net = load_weights(CFSR(**options).eval(), exported)
-    from_train_options = build_network(dict(TINY_CFSR, deploy=False), exported)
+    from_train_options = load_inference_network(dict(TINY_CFSR, deploy=False), exported)
     with torch.no_grad():
         torch.testing.assert_close(deploy_net(x), net(x), rtol=0, atol=0)
         torch.testing.assert_close(from_train_options(x), net(x), rtol=0, atol=0)

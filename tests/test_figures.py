@@ -91,8 +91,8 @@ def options_dir(tmp_path_factory):
     torch.manual_seed(0)
     refiner_pth = str(folder / 'refiner.pth')
     torch.save({'params': build_from_options(refiner_opt).state_dict()}, refiner_pth)
-    delta_opt['network_g']['refiner'] = refiner_opt
-    delta_opt['path'] = {'pretrain_network_backbone': backbone_pth, 'pretrain_network_g': refiner_pth,
+    delta_opt['network_g'].update(refiner=refiner_opt, backbone_weights=backbone_pth)
+    delta_opt['path'] = {'pretrain_network_g': refiner_pth,
                          'param_key_g': 'params'}
     for name, opt in (('test_CFSR_x4.yml', base_opt), ('test_CFSRDelta_BPRefineNet_x4.yml', delta_opt)):
         with open(folder / name, 'w') as f:

@@ -6,7 +6,7 @@ Pick the network in one of two ways:
                              network_g and path.pretrain_network_g (or --weights) are used. For a
                              CFSR-Delta file, --weights is the trained refiner (experiments/<name>/
                              models/net_g_best.pth) or a whole network from scripts/export_model.py,
-                             and the backbone comes from path.pretrain_network_backbone.
+                             and the backbone comes from network_g.backbone_weights.
   --arch NAME --weights W --scale S
                              a single network with its default options, e.g. the official weights.
 
@@ -32,10 +32,10 @@ import argparse
 import os
 import sys
 
-import cfsrdelta_arch  # noqa: F401  (registers the archs; must precede basicsr imports)
-from cfsrdelta_arch.utils.image_io import read_image, write_image
+from cfsrdelta_arch.app.engine import ALPHA_MODES, SREngine
 from cfsrdelta_arch.data.lr_generation import list_images
-from cfsrdelta_arch.app.engine import ALPHA_MODES, DEFAULT_TILE_OVERLAP, SREngine
+from cfsrdelta_arch.utils.image_io import read_image, write_image
+from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP
 
 OUTPUT_EXTENSIONS = ('png', 'jpg', 'webp', 'tif', 'bmp')
 

@@ -1,7 +1,7 @@
 """SREngine: a ready-to-use super-resolution network for real images (CLI, export, benchmarks).
 
 Loading is written once here: a network is built either from an option file's ``network_g``
-(train or test YAML; for BackboneDelta the backbone comes from ``path.pretrain_network_backbone``) or
+(train or test YAML; for BackboneDelta the backbone comes from ``network_g.backbone_weights``) or
 from an arch name, a checkpoint and a scale. Train-form networks (CFSR ``deploy: false``) are merged
 into deploy form on load. Tiling and self-ensemble come from :mod:`cfsrdelta_arch.utils.inference`.
 
@@ -21,15 +21,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
 from cfsrdelta_arch.utils.image_io import from_float, to_float
-from cfsrdelta_arch.utils.inference import super_resolve
+from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file
 
-# LR pixels of real context around each tile. scripts/bench_tiling.py (official CFSR x4, Set14
-# baboon/barbara/bridge, tiles 32 and 64) gives the largest tiled-vs-whole difference before
-# rounding, in 8-bit levels: overlap 16: 4.6, 20: 1.5, 24: 0.31, 32: 0.004. 24 is the smallest
-# overlap within one level; 32 keeps a wide margin for other images and for a refiner's extra context
-# (CFSR-Delta) at about 10% more time than 24 with 256-pixel tiles.
-DEFAULT_TILE_OVERLAP = 32
 ALPHA_MODES = ('bicubic', 'network')
 SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
 
@@ -129,17 +123,15 @@ def resolve_option_path(path, opt_path):
         folder = parent
 
 
-def build_network(network_opt, weights, param_key='params', backbone_weights=None, backbone_param_key='params'):
+def load_inference_network(network_opt, weights, param_key='params'):
     """Build ``network_opt`` (``{'type': arch, ...}``) and load its weights, in eval/deploy form.
 
     Args:
-        network_opt (dict): option dict of a registered arch.
+        network_opt (dict): option dict of a registered arch; a BackboneDelta's backbone weights
+            come from its ``backbone_weights`` entry unless ``weights`` is a whole network.
         weights (str | None): checkpoint of the whole network; for BackboneDelta, a refiner-only
             checkpoint (what training saves) or a whole exported one.
         param_key (str): key inside ``weights`` ('params' or 'params_ema').
-        backbone_weights (str | None): BackboneDelta only: backbone checkpoint, unless ``weights``
-            is a whole network.
-        backbone_param_key (str): key inside ``backbone_weights``.
 
     Returns:
         nn.Module: the network, eval mode, deploy form, on the CPU, no parameter requiring grad.
@@ -152,13 +144,12 @@ def build_network(network_opt, weights, param_key='params', backbone_weights=Non
                               'path.pretrain_network_g in the option file')
     state = load_state_dict_file(weights, param_key)
     network_opt = dict(network_opt)
-    is_delta = network_opt.get('type') == BackboneDelta.__name__
-    if is_delta and not BackboneDelta.is_whole_state(state):
-        if backbone_weights and not network_opt.get('backbone_weights'):
-            network_opt.update(backbone_weights=backbone_weights, backbone_param_key=backbone_param_key)
-        if not network_opt.get('backbone_weights'):
+    if network_opt.get('type') == BackboneDelta.__name__:
+        if BackboneDelta.is_whole_state(state):
+            network_opt.pop('backbone_weights', None)  # the whole file holds the backbone too
+        elif not network_opt.get('backbone_weights'):
             raise CheckpointError(f'{weights} holds a refiner only: the backbone weights are needed too '
-                                  '(path.pretrain_network_backbone in the option file)')
+                                  '(network_g.backbone_weights in the option file)')
     try:
         net = build_from_options(network_opt)  # BackboneDelta loads its backbone here
     except CheckpointError as err:
@@ -206,24 +197,25 @@ class SREngine:
 
         Weights: ``weights`` if given, else ``path.pretrain_network_g`` (key ``param_key`` or
         ``path.param_key_g``). For BackboneDelta, a refiner-only checkpoint is combined with the
-        backbone of ``path.pretrain_network_backbone``. Relative paths inside the file are resolved
+        backbone of ``network_g.backbone_weights``. Relative paths inside the file are resolved
         with :func:`resolve_option_path`. ``kwargs`` go to :class:`SREngine`.
         """
         opt = load_option_file(path)
         paths = opt.get('path') or {}
-        scale = opt.get('scale') or opt['network_g'].get(scale_kwarg(opt['network_g']['type']))
-        net = build_network(
-            opt['network_g'],
+        network_opt = dict(opt['network_g'])
+        if network_opt.get('backbone_weights'):
+            network_opt['backbone_weights'] = resolve_option_path(network_opt['backbone_weights'], path)
+        scale = opt.get('scale') or network_opt.get(scale_kwarg(network_opt['type']))
+        net = load_inference_network(
+            network_opt,
             weights or resolve_option_path(paths.get('pretrain_network_g'), path),
-            param_key or paths.get('param_key_g') or 'params',
-            backbone_weights=resolve_option_path(paths.get('pretrain_network_backbone'), path),
-            backbone_param_key=paths.get('param_key_backbone') or 'params')
+            param_key or paths.get('param_key_g') or 'params')
         return cls(net, scale, **kwargs)
 
     @classmethod
     def from_weights(cls, arch, weights, scale, param_key='params', **kwargs):
         """Build a single registered arch (CFSR, LESRCNN, ...) with default options at ``scale``."""
-        net = build_network({'type': arch, scale_kwarg(arch): int(scale)}, weights, param_key)
+        net = load_inference_network({'type': arch, scale_kwarg(arch): int(scale)}, weights, param_key)
         return cls(net, scale, **kwargs)
 
     def __repr__(self):

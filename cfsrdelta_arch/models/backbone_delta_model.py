@@ -7,7 +7,7 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from cfsrdelta_arch.utils.weights import load_state_dict_file, load_weights
+from cfsrdelta_arch.utils.weights import load_state_dict_file
 from .ttasr_model import TTASRModel
 
 
@@ -23,8 +23,8 @@ class EarlyStopping(Exception):
 class BackboneDeltaModel(TTASRModel):
     """Train only the refiner of a ``BackboneDelta`` network on top of a frozen, pretrained backbone.
 
+    The backbone's weights come with the network: ``network_g.backbone_weights`` (see BackboneDelta).
     Options used beyond BasicSR's SRModel:
-    - ``path.pretrain_network_backbone`` (+ ``param_key_backbone``): backbone weights, strict, verified.
     - ``path.pretrain_network_g``: refiner weights (what this model saves) or a whole exported
       BackboneDelta (keys ``backbone.*``/``refiner.*``).
     - data key ``base`` (from PairedCachedBaseDataset): a cached SR_base, which skips the backbone.
@@ -38,15 +38,8 @@ class BackboneDeltaModel(TTASRModel):
 
     def __init__(self, opt):
         super().__init__(opt)
-        backbone_path = self.opt['path'].get('pretrain_network_backbone')
-        if backbone_path:
-            key = self.opt['path'].get('param_key_backbone', 'params')
-            load_weights(self.get_bare_model(self.net_g).backbone, backbone_path, key)
-            if hasattr(self, 'net_g_ema'):
-                load_weights(self.net_g_ema.backbone, backbone_path, key)
-            get_root_logger().info(f'Frozen backbone loaded from {backbone_path}')
-        elif not self.get_bare_model(self.net_g).has_pretrained_backbone:
-            get_root_logger().warning('No backbone weights given (path.pretrain_network_backbone): '
+        if not self.get_bare_model(self.net_g).has_pretrained_backbone:
+            get_root_logger().warning('No backbone weights given (network_g.backbone_weights): '
                                       'the frozen backbone is randomly initialised')
 
     def load_network(self, net, load_path, strict=True, param_key='params'):

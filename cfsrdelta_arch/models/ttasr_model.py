@@ -4,7 +4,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from cfsrdelta_arch.utils.inference import super_resolve
+from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import load_state_dict_file
 
 
@@ -21,7 +21,8 @@ class TTASRModel(SRModel):
 
     On top of ``SRModel``:
     - ``val.self_ensemble: true`` averages the 8 flip/transpose variants at test time;
-    - ``val.tile: {size: 128, overlap: 16}`` runs large images in overlapping LR tiles;
+    - ``val.tile: {size: 128}`` runs large images in overlapping LR tiles (``overlap``: LR context,
+      default DEFAULT_TILE_OVERLAP);
     - upstream checkpoints are sha256-verified and a wrong network/scale is one clear error line;
     - ``num_gpu`` larger than the machine's GPU count falls back to the CPU with a warning.
     """
@@ -42,7 +43,7 @@ class TTASRModel(SRModel):
         val = self.opt.get('val') or {}
         tile = val.get('tile') or {}
         return dict(self_ensemble_on=bool(val.get('self_ensemble', False)),
-                    tile_size=tile.get('size'), tile_overlap=tile.get('overlap', 16))
+                    tile_size=tile.get('size'), tile_overlap=tile.get('overlap', DEFAULT_TILE_OVERLAP))
 
     def test(self):
         net = self._network_for_test()

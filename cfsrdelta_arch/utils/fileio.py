@@ -1,0 +1,73 @@
+"""Safe file I/O written once: atomic writes and safe YAML reading.
+
+Atomic: everything the project saves (checkpoints, training states, best.json, cache files, output
+images) is written to a temporary file in the destination folder and renamed over the target, so a
+crash or SIGKILL leaves either the old file or the new one, never a truncated one.
+"""
+import contextlib
+import os
+import tempfile
+
+import yaml
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was. Parent folders
+    are created.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.part', dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        f.write(data)
+
+
+def write_text_atomic(path, text):
+    """Write ``text`` (str, UTF-8) to ``path`` atomically."""
+    write_bytes_atomic(path, text.encode('utf-8'))
+
+
+def torch_save_atomic(obj, path):
+    """``torch.save(obj, path)`` atomically."""
+    import torch
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+class OptionFileError(ValueError):
+    """An option/YAML file that cannot be used; the message is one line naming the file."""
+
+
+def load_yaml(path):
+    """Parse a YAML file with the safe loader (no Python object tags) into plain dicts/lists.
+
+    Raises:
+        OptionFileError: missing file, syntax error (``file:line:column``) or a tag the safe loader
+            refuses (e.g. ``!!python/object/apply``), in one line.
+    """
+    try:
+        with open(path, encoding='utf-8') as f:
+            return yaml.safe_load(f)
+    except OSError as err:
+        raise OptionFileError(f'{path}: cannot read ({err.strerror or err})') from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, 'problem_mark', None)
+        where = f'{path}:{mark.line + 1}:{mark.column + 1}' if mark is not None else path
+        problem = getattr(err, 'problem', None) or str(err).splitlines()[0]
+        raise OptionFileError(f'{where}: invalid YAML ({problem})') from None
