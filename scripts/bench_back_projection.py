@@ -23,7 +23,7 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 
 from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset
 from cfsrdelta_arch.archs.back_projection import BackProjection
-from cfsrdelta_arch.app.benchmark import tensor_to_bgr
+from cfsrdelta_arch.utils.image_io import tensor_to_image
 
 
 def load_split(split, scale, backbone):
@@ -51,9 +51,9 @@ def evaluate(dataset, scale, steps, progress=print):
     scores = {label: [] for label in projections}
     for i in range(len(dataset)):
         item = dataset[i]
-        lq, base, gt = item['lq'][None], item['base'][None], tensor_to_bgr(item['gt'][None])
+        lq, base, gt = item['lq'][None], item['base'][None], tensor_to_image(item['gt'][None], bgr=True)
         for label, project in projections.items():
-            sr = tensor_to_bgr(project(base, lq))
+            sr = tensor_to_image(project(base, lq), bgr=True)
             scores[label].append((calculate_psnr(sr, gt, scale, test_y_channel=True),
                                   calculate_ssim(sr, gt, scale, test_y_channel=True)))
         progress(f'\r[{i + 1}/{len(dataset)}]', end='\n' if i + 1 == len(dataset) else '', flush=True)

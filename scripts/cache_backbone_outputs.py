@@ -24,7 +24,7 @@ from basicsr.data.data_util import paired_paths_from_folder
 
 from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
 from cfsrdelta_arch.data.paired_cached_base_dataset import encode_base
-from cfsrdelta_arch.app.benchmark import bgr_to_tensor
+from cfsrdelta_arch.utils.image_io import image_to_tensor
 from cfsrdelta_arch.utils.inference import super_resolve
 from cfsrdelta_arch.data.lr_generation import read_image_color
 from cfsrdelta_arch.utils.weights import load_weights, sha256_of
@@ -63,7 +63,7 @@ def check_signature(folder, signature, overwrite):
 
 def lr_to_tensor(path):
     """LR file -> float RGB (1, 3, H, W) in [0, 1], read as the protocol reads it (gray -> 3 channels)."""
-    return bgr_to_tensor(read_image_color(path))
+    return image_to_tensor(read_image_color(path), bgr=True)
 
 
 def cache_dataset(backbone, dataset_opt, scale, tile, overwrite, pad_multiple=1):

@@ -48,8 +48,8 @@ from basicsr.utils.matlab_functions import imresize
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from cfsrdelta_arch.app.benchmark import (BACKBONE, bgr_to_tensor, evaluate_image, load_networks,
-                                            tensor_to_bgr)
+from cfsrdelta_arch.app.benchmark import BACKBONE, evaluate_image, load_networks
+from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop, read_image_color
 
 DELTA = 'CFSR-Delta'
@@ -143,11 +143,11 @@ def super_resolve(hr, scale, backbone, refiner):
     """
     hr = mod_crop(hr, scale)
     lr = bicubic_downsample(hr, scale)
-    x = bgr_to_tensor(lr)
+    x = image_to_tensor(lr, bgr=True)
     base = backbone(x)
     refined = refiner(base.clamp(0, 1), x)
-    return {'HR': hr, 'Bicubic': bicubic_upsample(lr, scale), BACKBONE: tensor_to_bgr(base),
-            DELTA: tensor_to_bgr(refined)}
+    return {'HR': hr, 'Bicubic': bicubic_upsample(lr, scale), BACKBONE: tensor_to_image(base, bgr=True),
+            DELTA: tensor_to_image(refined, bgr=True)}
 
 
 def psnr_y(img, hr, scale):

@@ -16,7 +16,7 @@ from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.data.paired_cached_base_dataset import encode_base
 from cfsrdelta_arch.archs.back_projection import BackProjection, consistency_residual
-from cfsrdelta_arch.app.benchmark import bgr_to_tensor
+from cfsrdelta_arch.utils.image_io import image_to_tensor
 from cfsrdelta_arch.archs.bicubic_layers import BicubicDown, BicubicUp
 from cfsrdelta_arch.utils.flops import count_conv_macs
 from cfsrdelta_arch.utils.inference import dihedral
@@ -67,7 +67,7 @@ def test_consistency_residual_is_one_sided_only_where_lr_is_saturated():
 @pytest.mark.parametrize('scale', SCALES)
 def test_protocol_hr_is_consistent_with_its_lr_including_clipped_pixels(scale):
     hr = hard_edge_image(scale)
-    hr_t, lr_t = bgr_to_tensor(hr), bgr_to_tensor(bicubic_downsample(hr, scale))
+    hr_t, lr_t = image_to_tensor(hr, bgr=True), image_to_tensor(bicubic_downsample(hr, scale), bgr=True)
     down = BicubicDown(scale)(hr_t)
     aware = consistency_residual(lr_t, down).abs().max().item()
     plain = (lr_t - down).abs().max().item()

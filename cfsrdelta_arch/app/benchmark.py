@@ -17,21 +17,12 @@ import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 
 from cfsrdelta_arch.utils.flops import count_conv_macs
+from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import dihedral, inverse_dihedral, self_ensemble
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop
 from .engine import SREngine
 
 BACKBONE = 'CFSR'
-
-
-def bgr_to_tensor(img):
-    """uint8 BGR (H, W, 3) -> float RGB (1, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
-
-
-def tensor_to_bgr(x):
-    """float RGB (1, 3, H, W) -> uint8 BGR (H, W, 3), clamped and rounded like BasicSR's tensor2img."""
-    return (x[0].clamp(0, 1).numpy().transpose(1, 2, 0)[:, :, ::-1] * 255.0).round().astype(np.uint8)
 
 
 def load_networks(scale, refiners, options_dir):
@@ -52,7 +43,7 @@ def evaluate_image(hr, scale, backbone, refiners, ensemble=True):
     Returns {(method, 'single'|'x8'): (psnr, ssim)}; method is 'CFSR' or a refiner name.
     """
     hr = mod_crop(hr, scale)
-    lr = bgr_to_tensor(bicubic_downsample(hr, scale))
+    lr = image_to_tensor(bicubic_downsample(hr, scale), bgr=True)
     sums, singles = {}, {}
     for k in range(8 if ensemble else 1):
         lr_k = dihedral(lr, k)
@@ -67,7 +58,7 @@ def evaluate_image(hr, scale, backbone, refiners, ensemble=True):
     for name in sums:
         modes = [('single', singles[name])] + ([('x8', sums[name] / 8)] if ensemble else [])
         for mode, out in modes:
-            sr = tensor_to_bgr(out)
+            sr = tensor_to_image(out, bgr=True)
             result[(name, mode)] = (calculate_psnr(sr, hr, scale, test_y_channel=True),
                                     calculate_ssim(sr, hr, scale, test_y_channel=True))
     return result

@@ -1,7 +1,7 @@
 """Saturation-aware iterative back-projection onto the protocol's bicubic degradation.
 
 Benchmark LR images are ``clip(round(255 * D(HR)), 0, 255) / 255`` with D the MATLAB bicubic
-downsampling (protocol.md). So the HR image is consistent with its LR input: ``D(HR) = LR`` up to
+downsampling (the benchmark protocol, README "Data"). So the HR image is consistent with its LR input: ``D(HR) = LR`` up to
 rounding, except where the LR is saturated: an LR pixel at 255 only says ``D(HR) >= 254.5/255``
 (bicubic overshoot next to hard edges was clipped away), one at 0 that ``D(HR) <= 0.5/255``.
 Pushing D(SR) onto a saturated LR value would undo correct overshoot and ring on screen content

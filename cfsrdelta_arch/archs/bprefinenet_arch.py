@@ -13,7 +13,7 @@ from .back_projection import BackProjection
 class BPRefineNet(nn.Module):
     """``out = P(sr + pixel_shuffle(body(cat(unshuffle(sr), lr, r(sr)))), lr)``.
 
-    Benchmark LR images are MATLAB-bicubic downsamplings of the HR images (protocol.md), so a good
+    Benchmark LR images are MATLAB-bicubic downsamplings of the HR images (README, "Data"), so a good
     SR image should downsample back to its LR input. ``r(x)`` is the saturation-aware LR consistency
     residual of x and ``P`` iterates ``x <- x + U(r(x))`` ``bp_steps`` times (D, U: MATLAB bicubic
     down / up as fixed convolutions; archs/back_projection.py). The learned body runs at LR

@@ -1,4 +1,5 @@
-"""CFSR: the ConvFormer lightweight SR network (Wu et al., IEEE TIP 2024), per ../shared/docs/cfsr_spec.md.
+"""CFSR: the ConvFormer lightweight SR network (Wu et al., "Transforming Image Super-Resolution: A
+ConvFormer-based Efficient Approach", IEEE TIP 2024; official code github.com/Aitical/CFSR).
 
 Two forms share one class:
 - deploy form (``deploy=True``, the default): each EFN has a single depthwise ``pos`` conv; the

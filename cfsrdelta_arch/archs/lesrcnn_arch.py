@@ -1,5 +1,5 @@
-"""LESRCNN: lightweight SR with an enhanced CNN (Tian et al., Knowledge-Based Systems 2020),
-per ../shared/docs/lesrcnn_spec.md.
+"""LESRCNN: lightweight SR with an enhanced CNN (Tian et al., Knowledge-Based Systems 2020; official
+code github.com/hellloxiaotian/LESRCNN).
 
 Three parts: IEEB (17 layers alternating 3x3+ReLU and 1x1 convs, with a running sum of the 1x1
 outputs), RB (one upsampler shared by the deep and the first-layer features) and IRB (four 3x3+ReLU

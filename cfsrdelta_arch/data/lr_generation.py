@@ -1,4 +1,5 @@
-"""LR generation per ../shared/docs/protocol.md, written once for benchmarks, training data and demos.
+"""LR generation of the standard bicubic SR benchmark protocol (README, "Data"), written once for
+benchmarks, training data and demos.
 
 HR -> mod-crop to a multiple of the scale -> MATLAB-compatible bicubic with antialiasing
 (``basicsr.utils.matlab_functions.imresize``) -> round like MATLAB (floor(x + 0.5)) -> uint8.

@@ -7,12 +7,14 @@ In memory an image is a numpy array in one of three layouts, with the file's bit
 - (H, W, 4): RGBA (straight, not premultiplied, alpha);
 
 dtype uint8 (0..255) or uint16 (0..65535, e.g. 16-bit PNG/TIFF). Channel order is RGB, not
-OpenCV's BGR: the conversion happens here and nowhere else.
+OpenCV's BGR: the conversion happens here and nowhere else, and so does the conversion between
+image arrays and network tensors (:func:`image_to_tensor`, :func:`tensor_to_image`).
 """
 import os
 
 import cv2
 import numpy as np
+import torch
 
 # Formats that only store 8 bits per sample: 16-bit images are reduced (round(v / 257)) before writing.
 EIGHT_BIT_ONLY = ('.jpg', '.jpeg', '.webp', '.bmp')
@@ -43,6 +45,22 @@ def from_float(x, dtype):
     """float array in [0, 1] (values outside are clipped) -> ``dtype`` (uint8/uint16), rounded."""
     peak = dtype_max(dtype)
     return np.clip(np.round(x * peak), 0, peak).astype(dtype)
+
+
+def image_to_tensor(img, bgr=False):
+    """uint8/uint16 (H, W, 3) image -> float32 RGB tensor (1, 3, H, W) in [0, 1].
+
+    ``bgr``: the array is in OpenCV's BGR order (cv2.imread, BasicSR's data pipeline).
+    """
+    x = to_float(img[..., ::-1] if bgr else img)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+
+def tensor_to_image(x, dtype=np.uint8, bgr=False):
+    """float RGB tensor (1, 3, H, W) or (3, H, W), any device -> (H, W, 3) ``dtype`` image, clipped
+    to [0, 1] and rounded like BasicSR's tensor2img; BGR order when ``bgr``."""
+    img = x.reshape(x.shape[-3:]).detach().float().cpu().numpy().transpose(1, 2, 0)
+    return from_float(img[..., ::-1] if bgr else img, dtype)
 
 
 def _swap_rb(img):

@@ -35,7 +35,7 @@ def inverse_dihedral(x, k):
 def self_ensemble(fn, x):
     """Mean of ``fn`` over the 8 flip/transpose variants of ``x`` (each mapped back first).
 
-    Costs 8 forward passes; gains about +0.085 dB for CFSR x4 on Set5 (protocol.md).
+    Costs 8 forward passes; gains about +0.085 dB for CFSR x4 on Set5 (README, "Results").
     """
     out = None
     for k in range(8):

@@ -8,7 +8,7 @@ import os
 
 import torch
 
-# Upstream release files: sha256 as published with the weights (see ../shared/weights/official/KEYS.txt)
+# Upstream release files: sha256 of the files the reference numbers were measured with (README, "Weights")
 # and where users download them. A file with one of these names is verified before it is loaded.
 OFFICIAL_WEIGHTS = {
     'CFSR_x2.pth': 'e6440c1a70af2cfa16c51287593f681438c8f307a81f90367a24e42086522f2c',
