@@ -24,6 +24,7 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset
 from cfsrdelta_arch.archs.back_projection import BackProjection
 from cfsrdelta_arch.utils.image_io import tensor_to_image
+from cfsrdelta_arch.utils.tables import markdown_table
 
 
 def load_split(split, scale, backbone):
@@ -63,9 +64,8 @@ def evaluate(dataset, scale, steps, progress=print):
 def format_table(results, baseline='SR_base'):
     """Markdown table: setting | PSNR | gain over SR_base | SSIM."""
     ref = results[baseline][0]
-    lines = ['| setting | PSNR | vs SR_base | SSIM |', '|---|---|---|---|']
-    lines += [f'| {label} | {p:.4f} | {p - ref:+.4f} | {s:.4f} |' for label, (p, s) in results.items()]
-    return '\n'.join(lines)
+    return markdown_table(['setting', 'PSNR', f'vs {baseline}', 'SSIM'],
+                          [[label, f'{p:.4f}', f'{p - ref:+.4f}', f'{s:.4f}'] for label, (p, s) in results.items()])
 
 
 def parse_args(argv=None):

@@ -35,18 +35,15 @@ from basicsr.models import build_model
 from basicsr.utils import get_root_logger
 from torch.utils.data import DataLoader
 
+from cfsrdelta_arch.utils.tables import markdown_table
+
 DEFAULT_OPT = os.path.join('options', 'train', 'train_CFSRDelta_LRRefineNet_x4.yml')
-REFINERS = {  # --refiner choices; LRRefineNet's matches the default option file
-    'LRRefineNet': {'type': 'LRRefineNet', 'width': 24, 'num_convs': 3, 'init_std': 1e-4},
-    'RefineNet': {'type': 'RefineNet', 'width': 32, 'init_std': 1e-4},
-}
 
 
-def load_train_options(path, refiner, batch_size, gt_size, num_gpu):
+def load_train_options(path, batch_size, gt_size, num_gpu):
     """Train option dict of ``path`` as BasicSR's parser would set it up for one process, with overrides.
 
     Args:
-        refiner (str | None): a REFINERS key, or None to keep the file's refiner.
         batch_size, gt_size (int | None): overrides of the train dataset's values.
         num_gpu (int): 0 for the CPU.
     """
@@ -55,9 +52,6 @@ def load_train_options(path, refiner, batch_size, gt_size, num_gpu):
     if opt.get('model_type') != 'BackboneDeltaModel':
         raise ValueError(f"{path}: model_type must be BackboneDeltaModel, not {opt.get('model_type')}")
     opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=num_gpu, auto_resume=False)
-    if refiner:
-        upscale = {'upscale': opt['scale']} if refiner == 'LRRefineNet' else {}
-        opt['network_g']['refiner'] = dict(REFINERS[refiner], **upscale)
     train = opt['datasets']['train']
     train.update(phase='train', scale=opt['scale'])
     if batch_size:
@@ -132,20 +126,19 @@ class Variant:
 def format_table(variants):
     """Markdown table of mean seconds per iteration (data, step, total), median total and speedup."""
     base_total = statistics.mean(map(sum, zip(variants[0].data_s, variants[0].step_s)))
-    lines = ['| data path | data s/it | step s/it | total s/it | median total | speedup |',
-             '|---|---|---|---|---|---|']
+    rows = []
     for v in variants:
         totals = [d + s for d, s in zip(v.data_s, v.step_s)]
         mean_total = statistics.mean(totals)
-        lines.append(f'| {v.name} | {statistics.mean(v.data_s):.4f} | {statistics.mean(v.step_s):.4f} | '
-                     f'{mean_total:.4f} | {statistics.median(totals):.4f} | {base_total / mean_total:.2f}x |')
-    return '\n'.join(lines)
+        rows.append([v.name, f'{statistics.mean(v.data_s):.4f}', f'{statistics.mean(v.step_s):.4f}', f'{mean_total:.4f}',
+                     f'{statistics.median(totals):.4f}', f'{base_total / mean_total:.2f}x'])
+    return markdown_table(['data path', 'data s/it', 'step s/it', 'total s/it', 'median total', 'speedup'], rows)
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('-opt', help=f'cached-base BackboneDelta train options (default {DEFAULT_OPT})')
-    p.add_argument('--refiner', choices=sorted(REFINERS), help="refiner to time (default: the option file's)")
+    p.add_argument('-opt', help=f'cached-base BackboneDelta train options (default {DEFAULT_OPT}); time '
+                   'another refiner with its option file, e.g. options/train/train_CFSRDelta_RefineNet_x4_cached.yml')
     p.add_argument('--batch', type=int, help="batch size (default: the option file's, 32)")
     p.add_argument('--gt-size', type=int, help="HR patch size (default: the option file's, 96)")
     p.add_argument('--warmup', type=int, default=3, help='untimed iterations per variant (default 3)')
@@ -166,7 +159,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     get_root_logger(log_level=logging.WARNING)  # keep BasicSR's build messages out of the table
     try:
-        opt = load_train_options(args.opt, args.refiner, args.batch, args.gt_size, args.num_gpu)
+        opt = load_train_options(args.opt, args.batch, args.gt_size, args.num_gpu)
         check_inputs(opt)
         cached_opt = dict(opt['datasets']['train'], cache_in_memory=True)
         variants = [Variant('on the fly (PairedImageDataset)', opt, on_the_fly_dataset_options(cached_opt), args.seed),

@@ -3,8 +3,8 @@
 Both networks are loaded as by cfsrdelta-infer (deploy form), exported with
 cfsrdelta_arch.app.export to a temporary ONNX file, and timed on the same random LR input
 (1, 3, H, W): warm-up runs, then the median of the timed repeats, whole frame (no tiling, no
-self-ensemble). Without --delta-weights the CFSR-Delta refiner is randomly initialised, which does
-not change its cost. Run on an otherwise idle machine; --threads sets both libraries' thread count.
+self-ensemble). CFSR-Delta is the network of --delta-opt (default: the shipped BPRefineNet x4).
+Run on an otherwise idle machine; --threads sets both libraries' thread count.
 
 Example (720p output; the default):
   python scripts/bench_onnx.py --lr-size 320x180 --warmup 2 --repeats 10
@@ -18,31 +18,18 @@ import tempfile
 import time
 
 
-import cfsrdelta_arch  # noqa: F401  (registers the archs)
 import numpy as np
 import torch
 
-from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
+from cfsrdelta_arch.app.engine import SREngine
 from cfsrdelta_arch.app.export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_session
-from cfsrdelta_arch.app.engine import (SREngine, load_option_file, resolve_option_path,
-                                            to_deploy)
+from cfsrdelta_arch.utils.tables import markdown_table
 
 
 def parse_size(text):
     """'320x180' -> (h, w) = (180, 320)."""
     w, h = (int(v) for v in text.lower().split('x'))
     return h, w
-
-
-def delta_network(opt_path, weights):
-    """The CFSR-Delta of a train option file: trained refiner if ``weights``, else a random one
-    (same cost) on the option file's backbone weights."""
-    if weights:
-        return SREngine.from_option_file(opt_path, weights=weights, device='cpu').net
-    opt = load_option_file(opt_path)
-    backbone = resolve_option_path(opt['network_g']['backbone_weights'], opt_path)
-    net = build_from_options(dict(opt['network_g'], backbone_weights=backbone))
-    return to_deploy(net.eval().requires_grad_(False))
 
 
 def median_ms(fn, warmup, repeats):
@@ -74,8 +61,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--lr-size', default='320x180', help='LR input WxH (default 320x180 -> 1280x720 at x4)')
     p.add_argument('--cfsr-weights', default='weights/official/CFSR_x4.pth')
-    p.add_argument('--delta-opt', default='options/train/train_CFSRDelta_LRRefineNet_x4.yml')
-    p.add_argument('--delta-weights', help='trained refiner (or whole exported network); default: random refiner')
+    p.add_argument('--delta-opt', default='options/test/test_CFSRDelta_BPRefineNet_x4.yml',
+                   help='option file of the CFSR-Delta to time (default: the shipped BPRefineNet x4)')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--repeats', type=int, default=10)
     p.add_argument('--threads', type=int, default=0, help='threads for both libraries (0: PyTorch default)')
@@ -86,14 +73,14 @@ def main(argv=None):
     h, w = parse_size(args.lr_size)
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     nets = [('CFSR_x4', SREngine.from_weights('CFSR', args.cfsr_weights, 4, device='cpu').net),
-            ('CFSRDelta_x4', delta_network(args.delta_opt, args.delta_weights))]
-    print(f'LR {w}x{h} -> {4 * w}x{4 * h}, {threads} thread(s), warm-up {args.warmup}, median of {args.repeats}'
-          f'{"" if args.delta_weights else "; CFSR-Delta refiner random (timing only)"}')
-    print(f'{"network":<14} {"params":>9} {"PyTorch ms":>11} {"ORT ms":>9} {"speed-up":>9} {"max|d|":>9}')
+            ('CFSRDelta_x4', SREngine.from_option_file(args.delta_opt, device='cpu').net)]
+    print(f'LR {w}x{h} -> {4 * w}x{4 * h}, {threads} thread(s), warm-up {args.warmup}, median of {args.repeats}')
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, net in nets:
             name, n, t_torch, t_ort, diff = bench(name, net, x, args.warmup, args.repeats, threads, tmp)
-            print(f'{name:<14} {n:>9,d} {t_torch:>11.1f} {t_ort:>9.1f} {t_torch / t_ort:>8.2f}x {diff:>9.1e}')
+            rows.append([name, f'{n:,d}', f'{t_torch:.1f}', f'{t_ort:.1f}', f'{t_torch / t_ort:.2f}x', f'{diff:.1e}'])
+    print(markdown_table(['network', 'params', 'PyTorch ms', 'ORT ms', 'speed-up', 'max abs diff'], rows))
 
 
 if __name__ == '__main__':

@@ -25,7 +25,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 import cfsrdelta_arch  # noqa: F401
 import torch
 
-from cfsrdelta_arch.app.benchmark import (evaluate_images, format_cost_table, format_quality_table,
+from cfsrdelta_arch.app.benchmark import (BACKBONE, evaluate_images, format_cost_table, format_quality_table,
                                             load_networks, measure_cost)
 from cfsrdelta_arch.data.lr_generation import list_images, read_image_color
 
@@ -58,14 +58,14 @@ def main(argv=None):
     torch.set_grad_enabled(False)
     blocks = []
     for scale in args.scales:
-        backbone, refiners = load_networks(scale, args.refiners, args.options_dir)
+        backbone, deltas = load_networks(scale, args.refiners, args.options_dir)
         parts = [f'### x{scale}']
         if not args.no_quality:
             quality = {d: evaluate_images(load_hr_folder(os.path.join(args.benchmark_root, d, 'HR')), scale,
-                                          backbone, refiners, f'x{scale} {d}') for d in args.datasets}
-            parts.append(format_quality_table(quality, args.datasets, ['CFSR', *refiners]))
+                                          backbone, deltas, f'x{scale} {d}') for d in args.datasets}
+            parts.append(format_quality_table(quality, args.datasets, [BACKBONE, *deltas]))
         if not args.no_cost:
-            parts.append(format_cost_table(measure_cost(scale, backbone, refiners, args.repeats, x8_repeats=args.x8_repeats)))
+            parts.append(format_cost_table(measure_cost(scale, backbone, deltas, args.repeats, x8_repeats=args.x8_repeats)))
         blocks.append('\n\n'.join(parts))
         print(blocks[-1] + '\n', flush=True)
     if args.out:

@@ -48,7 +48,7 @@ from basicsr.utils.matlab_functions import imresize
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from cfsrdelta_arch.app.benchmark import BACKBONE, evaluate_image, load_networks
+from cfsrdelta_arch.app.benchmark import BACKBONE, evaluate_image, load_networks, method_outputs
 from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop, read_image_color
 
@@ -114,17 +114,17 @@ def select_images(gains, requested=None, top=2):
 
 # ------------------------------------------------------------------------------------- computing
 
-def evaluate_folder(images, scale, backbone, refiner_name, refiner):
+def evaluate_folder(images, scale, backbone, refiner_name, delta):
     """{stem: (PSNR CFSR, PSNR CFSR-Delta)} of every image, via benchmark.evaluate_image (single
     pass), with one progress line per image on stderr."""
     psnrs = {}
     width = max(len(name) for name, _ in images)
     for i, (name, hr) in enumerate(images):
-        result = evaluate_image(hr, scale, backbone, {refiner_name: refiner}, ensemble=False)
+        result = evaluate_image(hr, scale, backbone, {refiner_name: delta}, ensemble=False)
         psnrs[name] = (result[(BACKBONE, 'single')][0], result[(refiner_name, 'single')][0])
-        base, delta = psnrs[name]
-        print(f'[{i + 1:{len(str(len(images)))}d}/{len(images)}] {name:<{width}}  {BACKBONE} {base:6.3f} dB  '
-              f'{DELTA} {delta:6.3f} dB  gain {delta - base:+.3f} dB', file=sys.stderr, flush=True)
+        psnr_base, psnr_delta = psnrs[name]
+        print(f'[{i + 1:{len(str(len(images)))}d}/{len(images)}] {name:<{width}}  {BACKBONE} {psnr_base:6.3f} dB  '
+              f'{DELTA} {psnr_delta:6.3f} dB  gain {psnr_delta - psnr_base:+.3f} dB', file=sys.stderr, flush=True)
     return psnrs
 
 
@@ -135,17 +135,12 @@ def bicubic_upsample(lr, scale):
 
 
 @torch.inference_mode()
-def super_resolve(hr, scale, backbone, refiner):
-    """{'HR', 'Bicubic', 'CFSR', 'CFSR-Delta'}: uint8 BGR images of the mod-cropped ``hr``.
-
-    The LR is the protocol one; CFSR-Delta's refiner gets the clamped backbone output and the LR,
-    exactly as inside BackboneDelta and benchmark.evaluate_image.
-    """
+def figure_images(hr, scale, backbone, delta):
+    """{'HR', 'Bicubic', 'CFSR', 'CFSR-Delta'}: uint8 BGR images of the mod-cropped ``hr``, the LR
+    made per the protocol and the SR computed by benchmark.method_outputs (as in the tables)."""
     hr = mod_crop(hr, scale)
     lr = bicubic_downsample(hr, scale)
-    x = image_to_tensor(lr, bgr=True)
-    base = backbone(x)
-    refined = refiner(base.clamp(0, 1), x)
+    base, refined = method_outputs(backbone, {DELTA: delta}, image_to_tensor(lr, bgr=True))
     return {'HR': hr, 'Bicubic': bicubic_upsample(lr, scale), BACKBONE: tensor_to_image(base, bgr=True),
             DELTA: tensor_to_image(refined, bgr=True)}
 
@@ -187,7 +182,7 @@ def choose_box(gain, border, size):
     return int(x) + border, int(y) + border, size, size
 
 
-def prepare_figure_data(name, hr, scale, backbone, refiner, box=None):
+def prepare_figure_data(name, hr, scale, backbone, delta, box=None):
     """Everything the panels and error maps of one image need.
 
     Returns:
@@ -195,7 +190,7 @@ def prepare_figure_data(name, hr, scale, backbone, refiner, box=None):
         inside the box, no border crop), err_base and err_delta (Y errors), gain (err_base -
         err_delta), box (x, y, w, h in HR pixels).
     """
-    images = super_resolve(hr, scale, backbone, refiner)
+    images = figure_images(hr, scale, backbone, delta)
     hr = images['HR']
     if box is not None:
         check_box(box, hr.shape, name)
@@ -386,18 +381,18 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         images = load_hr_folder(args.hr)
-        backbone, refiners = load_networks(args.scale, [args.refiner], args.options_dir)
+        backbone, deltas = load_networks(args.scale, [args.refiner], args.options_dir)
     except (OSError, ValueError) as err:
         sys.exit(f'error: {err}')
-    backbone, refiner = backbone.cpu(), refiners[args.refiner].cpu()
+    backbone, delta = backbone.cpu(), deltas[args.refiner].cpu()
     dataset = dataset_name(args.hr)
     print(f'{dataset} x{args.scale}: {len(images)} images, {BACKBONE} vs {DELTA} ({args.refiner})', file=sys.stderr)
-    psnrs = evaluate_folder(images, args.scale, backbone, args.refiner, refiner)
+    psnrs = evaluate_folder(images, args.scale, backbone, args.refiner, delta)
     gains = {name: delta - base for name, (base, delta) in psnrs.items()}
     try:
         chosen = select_images(gains, args.images, args.top)
         by_name = dict(images)
-        rows = [prepare_figure_data(name, by_name[name], args.scale, backbone, refiner, args.box) for name in chosen]
+        rows = [prepare_figure_data(name, by_name[name], args.scale, backbone, delta, args.box) for name in chosen]
     except ValueError as err:
         sys.exit(f'error: {err}')
 

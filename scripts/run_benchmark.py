@@ -21,7 +21,7 @@ import cfsrdelta_arch  # noqa: F401
 import cv2
 import torch
 
-from cfsrdelta_arch.app.benchmark import (evaluate_images, format_cost_table, format_quality_table,
+from cfsrdelta_arch.app.benchmark import (BACKBONE, evaluate_images, format_cost_table, format_quality_table,
                                             load_networks, measure_cost)
 from cfsrdelta_arch.data.lr_generation import list_images, read_image_color
 from cfsrdelta_arch.utils.weights import CheckpointError
@@ -70,16 +70,16 @@ def main(argv=None):
     torch.set_grad_enabled(False)
     try:
         label, images = load_test_set(args.hr)
-        backbone, refiners = load_networks(args.scale, args.refiners, os.path.join(ROOT, 'options', 'test'))
+        backbone, deltas = load_networks(args.scale, args.refiners, os.path.join(ROOT, 'options', 'test'))
     except (OSError, CheckpointError, ValueError) as err:
         sys.exit(f'error: {err}')
     print(f'Test set: {label} ({len(images)} images), x{args.scale}, CPU threads: {torch.get_num_threads()}')
-    quality = {label: evaluate_images(images, args.scale, backbone, refiners, 'evaluating', args.self_ensemble)}
+    quality = {label: evaluate_images(images, args.scale, backbone, deltas, 'evaluating', args.self_ensemble)}
     modes = ('single', 'x8') if args.self_ensemble else ('single',)
     print('\nPSNR / SSIM (Y channel, crop_border = scale):')
-    print(format_quality_table(quality, [label], ['CFSR', *refiners], modes))
+    print(format_quality_table(quality, [label], [BACKBONE, *deltas], modes))
     print('\nCost for a 1280x720 output:')
-    print(format_cost_table(measure_cost(args.scale, backbone, refiners, args.repeats)))
+    print(format_cost_table(measure_cost(args.scale, backbone, deltas, args.repeats)))
 
 
 if __name__ == '__main__':

@@ -371,7 +371,8 @@ def test_bench_cache_options_compare_like_with_like():
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(['--help'])
     assert exc.value.code == 0
-    opt = bench.load_train_options(os.path.join(ROOT, bench.DEFAULT_OPT), 'RefineNet', 8, 64, 0)
+    opt = bench.load_train_options(os.path.join(ROOT, 'options', 'train', 'train_CFSRDelta_RefineNet_x4_cached.yml'),
+                                   8, 64, 0)
     cached = opt['datasets']['train']
     assert cached['type'] == 'PairedCachedBaseDataset' and (cached['batch_size_per_gpu'], cached['gt_size']) == (8, 64)
     assert opt['network_g']['refiner']['type'] == 'RefineNet'

@@ -144,10 +144,10 @@ def test_main_rejects_bad_choices(tmp_path, options_dir, hr_dir, argv, message):
 
 def test_figure_psnr_matches_the_benchmark(options_dir, hr_dir):
     """The PSNRs in the panel titles are the results-table ones (benchmark.evaluate_image)."""
-    backbone, refiners = load_networks(SCALE, ['BPRefineNet'], options_dir)
+    backbone, deltas = load_networks(SCALE, ['BPRefineNet'], options_dir)
     hr = make_figures.load_hr_folder(hr_dir)[0][1]
-    data = make_figures.prepare_figure_data('img0', hr, SCALE, backbone, refiners['BPRefineNet'])
-    expected = evaluate_image(hr, SCALE, backbone, refiners, ensemble=False)
+    data = make_figures.prepare_figure_data('img0', hr, SCALE, backbone, deltas['BPRefineNet'])
+    expected = evaluate_image(hr, SCALE, backbone, deltas, ensemble=False)
     assert data['psnr']['CFSR'] == pytest.approx(expected[('CFSR', 'single')][0], abs=1e-9)
     assert data['psnr']['CFSR-Delta'] == pytest.approx(expected[('BPRefineNet', 'single')][0], abs=1e-9)
     assert data['psnr']['CFSR-Delta'] != data['psnr']['CFSR']  # the random refiner does change the output
@@ -159,9 +159,9 @@ def test_figure_psnr_matches_the_benchmark(options_dir, hr_dir):
 
 def test_cost_table_rows_with_and_without_self_ensemble(options_dir):
     """benchmark.measure_cost (the README's cost table): x8 rows cost 8x the MACs, ratios vs CFSR alone."""
-    backbone, refiners = load_networks(SCALE, ['BPRefineNet'], options_dir)
+    backbone, deltas = load_networks(SCALE, ['BPRefineNet'], options_dir)
     with torch.no_grad():
-        cost = measure_cost(SCALE, backbone, refiners, repeats=1, out_hw=(32, 48), x8_repeats=1)
+        cost = measure_cost(SCALE, backbone, deltas, repeats=1, out_hw=(32, 48), x8_repeats=1)
     assert list(cost) == [('CFSR', 'single'), ('BPRefineNet', 'single'), ('CFSR', 'x8'), ('BPRefineNet', 'x8')]
     assert cost[('CFSR', 'single')][2] == 1.0
     for name in ('CFSR', 'BPRefineNet'):
@@ -181,3 +181,24 @@ def test_main_job_test_set_falls_back_from_prepared_set5_to_shared_to_embedded(t
     monkeypatch.setattr(run_benchmark, 'DEFAULT_HR', (missing,))
     monkeypatch.setattr(run_benchmark, 'embedded_images', lambda: [('astronaut', None)])
     assert run_benchmark.load_test_set(None) == ('embedded (scikit-image photos)', [('astronaut', None)])
+
+
+def test_benchmark_rows_equal_each_network_run_alone(options_dir, hr_dir):
+    """The table's rows, single and x8, are what each whole network gives through the shared
+    inference path (super_resolve, as TTASRModel runs ``val.self_ensemble``), not a re-coded copy."""
+    from basicsr.metrics import calculate_psnr
+
+    from cfsrdelta_arch.data.lr_generation import bicubic_downsample
+    from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
+    from cfsrdelta_arch.utils.inference import super_resolve
+    backbone, deltas = load_networks(SCALE, ['BPRefineNet'], options_dir)
+    hr = mod_crop(make_figures.load_hr_folder(hr_dir)[1][1], SCALE)
+    result = evaluate_image(hr, SCALE, backbone, deltas)
+    lr = image_to_tensor(bicubic_downsample(hr, SCALE), bgr=True)
+    for name, net in (('CFSR', backbone), ('BPRefineNet', deltas['BPRefineNet'])):
+        for mode, ensemble in (('single', False), ('x8', True)):
+            with torch.no_grad():
+                sr = tensor_to_image(super_resolve(net, lr, SCALE, self_ensemble_on=ensemble), bgr=True)
+            assert result[(name, mode)][0] == pytest.approx(calculate_psnr(sr, hr, SCALE, test_y_channel=True),
+                                                            abs=1e-9), (name, mode)
+    assert result[('BPRefineNet', 'x8')][0] != result[('BPRefineNet', 'single')][0]

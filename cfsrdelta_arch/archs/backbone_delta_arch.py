@@ -78,7 +78,11 @@ class BackboneDelta(nn.Module):
         return target
 
     def forward(self, lr, base=None):
-        """Refined SR; ``base`` (a precomputed/cached SR_base) skips the backbone."""
-        if base is None:
-            base = self.forward_backbone(lr)
+        """Refined SR (N, 3, s*H, s*W) of LR (N, 3, H, W).
+
+        ``base``: the backbone's output for ``lr`` computed elsewhere (a cached SR_base, or one
+        backbone pass shared by several refiners); it skips the backbone and is clamped to [0, 1]
+        like :meth:`forward_backbone`'s.
+        """
+        base = self.forward_backbone(lr) if base is None else base.clamp(0, 1)
         return self.refiner(base, lr)
