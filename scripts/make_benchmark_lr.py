@@ -17,6 +17,7 @@ from cfsrdelta_arch.utils.compat import install_functional_tensor_alias
 
 install_functional_tensor_alias()
 from cfsrdelta_arch.data.lr_generation import list_images, write_lr_images
+from cfsrdelta_arch.utils.image_io import image_size
 
 
 def link_hr(hr_folder, out_root):
@@ -31,6 +32,16 @@ def link_hr(hr_folder, out_root):
     os.symlink(os.path.abspath(hr_folder), target)
 
 
+def check_sizes(hr_paths, scale):
+    """Raise ValueError naming the first HR image with nothing left after mod-crop to ``scale`` (H or W
+    below it); reads image headers only, so it runs before any LR is written."""
+    for path in hr_paths:
+        h, w = image_size(path)
+        if h < scale or w < scale:
+            raise ValueError(f'{path} is {w}x{h} (WxH), smaller than the scale {scale}: nothing is left after '
+                             'mod-crop; remove it or leave that scale out of --scales')
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--hr', required=True, help='folder of HR images (png/jpg/bmp/tif)')
@@ -43,7 +54,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         paths = list_images(args.hr)
-    except (FileNotFoundError, OSError) as err:
+        check_sizes(paths, max(args.scales))
+    except (ValueError, OSError) as err:  # ImageReadError is an OSError
         sys.exit(f'error: {err}')
     os.makedirs(args.out, exist_ok=True)
     link_hr(args.hr, args.out)

@@ -1,4 +1,5 @@
-"""BasicSR's train/test pipelines with the plugin registered, early stopping and benchmark tables."""
+"""BasicSR's train/test pipelines with the plugin registered, early stopping, checked option files and
+benchmark tables."""
 import logging
 from os import path as osp
 
@@ -7,9 +8,11 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 from basicsr.train import train_pipeline as basicsr_train_pipeline
 from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs
-from basicsr.utils.options import dict2str, parse_options
+from basicsr.utils.options import dict2str
 
+from cfsrdelta_arch.app.options import check_command_line, parse_options
 from cfsrdelta_arch.models.backbone_delta_model import EarlyStopping
+from cfsrdelta_arch.utils.fileio import write_text_atomic
 
 
 def train_pipeline(root_path):
@@ -24,11 +27,6 @@ def train_pipeline(root_path):
         get_root_logger().info(f'{stop}. The best refiner is models/net_g_best.pth (see best.json).')
 
 
-def missing_dataset_roots(dataset_opt):
-    """The dataroot_* folders of one dataset option that do not exist."""
-    return [v for k, v in dataset_opt.items() if k.startswith('dataroot_') and v and not osp.exists(v)]
-
-
 def format_table(rows, metrics):
     """Markdown table of ``rows`` = [(dataset, {metric: value})]."""
     lines = ['| dataset | ' + ' | '.join(metrics) + ' |', '|---|' + '---|' * len(metrics)]
@@ -38,12 +36,15 @@ def format_table(rows, metrics):
 
 
 def test_pipeline(root_path):
-    """BasicSR's test pipeline, plus: datasets whose folders are missing are skipped with a warning
-    (the test options list all five benchmarks), and a table of all results is logged at the end.
+    """BasicSR's test pipeline, plus: the option file is checked first (one line per mistake, before
+    anything is created: :func:`cfsrdelta_arch.app.options.check_command_line`);
+    datasets whose HR folder is missing are skipped with a warning (the test options list all five
+    benchmarks); a table of all results is logged and written to results/<name>/results.md.
 
     Args:
         root_path (str): repository root; results/<name>/ is created under it.
     """
+    skipped = check_command_line(is_train=False)
     opt, _ = parse_options(root_path, is_train=False)
     make_exp_dirs(opt)
     log_file = osp.join(opt['path']['log'], f"test_{opt['name']}_{get_time_str()}.log")
@@ -52,18 +53,14 @@ def test_pipeline(root_path):
     logger.info(dict2str(opt))
 
     test_loaders = []
-    for _, dataset_opt in sorted(opt['datasets'].items()):
-        missing = missing_dataset_roots(dataset_opt)
-        if missing:
-            logger.warning(f"Skipping {dataset_opt['name']}: missing {', '.join(missing)} "
-                           '(see README, "Data")')
+    for key, dataset_opt in sorted(opt['datasets'].items()):
+        if key in skipped:
+            logger.warning(f"Skipping {dataset_opt['name']}: {skipped[key]} (see README, \"Data\")")
             continue
         test_set = build_dataset(dataset_opt)
         test_loaders.append(build_dataloader(test_set, dataset_opt, num_gpu=opt['num_gpu'], dist=opt['dist'],
                                              sampler=None, seed=opt['manual_seed']))
         logger.info(f"Number of test images in {dataset_opt['name']}: {len(test_set)}")
-    if not test_loaders:
-        raise FileNotFoundError('none of the datasets in the option file exist; see README, "Data"')
 
     torch.set_grad_enabled(False)
     model = build_model(opt)
@@ -71,13 +68,13 @@ def test_pipeline(root_path):
     for test_loader in test_loaders:
         name = test_loader.dataset.opt['name']
         logger.info(f'Testing {name}...')
-        model.validation(test_loader, current_iter=opt['name'], tb_logger=None, save_img=opt['val']['save_img'])
+        model.validation(test_loader, current_iter=opt['name'], tb_logger=None,
+                         save_img=opt['val'].get('save_img', False))
         if getattr(model, 'metric_results', None):
             rows.append((name, dict(model.metric_results)))
     if rows:
         table = format_table(rows, list(rows[0][1]))
         logger.info(f"Results of {opt['name']}:\n{table}")
-        with open(osp.join(opt['path']['results_root'], 'results.md'), 'w') as f:
-            f.write(table + '\n')
+        write_text_atomic(osp.join(opt['path']['results_root'], 'results.md'), table + '\n')
     return rows
 

@@ -1,13 +1,140 @@
-"""PairedCachedBaseDataset: LR/HR pairs plus the frozen backbone's cached SR output (SR_base)."""
+"""PairedCachedBaseDataset: LR/HR pairs plus the frozen backbone's cached SR output (SR_base).
+
+Also the pair check it shares with the option-file checks for BasicSR's PairedImageDataset
+(:func:`checked_pairs`): names and sizes are compared from image headers or LMDB meta_info before
+any image is decoded, so a wrong LR folder is one line instead of a silently cropped GT.
+"""
 import os
+import re
 
 import cv2
 import numpy as np
-from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb
+from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
 from basicsr.data.transforms import augment, paired_random_crop
-from basicsr.utils import FileClient, imfrombytes, img2tensor
+from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
+
+from cfsrdelta_arch.utils.image_io import ImageReadError, image_size
+
+
+class DatasetError(ValueError):
+    """Dataset files that do not fit the dataset's options; the message is one line naming them."""
+
+
+def lmdb_image_sizes(folder):
+    """{key: (H, W)} of an LMDB folder from its meta_info.txt, whose lines BasicSR writes as
+    '<key>.png (h,w,c) <compress level>' (the key is the part before the first '.', as BasicSR reads it)."""
+    meta = os.path.join(folder, 'meta_info.txt')
+    if not os.path.isfile(meta):
+        raise DatasetError(f'{meta} is missing: {folder} is not an LMDB made by scripts/create_lmdb.py or BasicSR')
+    sizes = {}
+    with open(meta) as f:
+        for number, line in enumerate(f, 1):
+            shape = re.search(r'\((\d+),\s*(\d+)[,)]', line)
+            if shape is None:
+                raise DatasetError(f'{meta}:{number}: expected "<key>.png (h,w,c) <compress level>", '
+                                   f'found {line.strip()!r}')
+            sizes[line.split('.')[0]] = (int(shape.group(1)), int(shape.group(2)))
+    return sizes
+
+
+def unpaired_folders_message(gt_folder, lq_folder, tmpl):
+    """Why BasicSR's ``paired_paths_from_folder`` refused two folders: the first HR without its LR
+    (BasicSR's rule: LR name = ``tmpl.format(HR stem)`` + HR extension) or LR without an HR."""
+    expected = {tmpl.format(os.path.splitext(name)[0]) + os.path.splitext(name)[1]: name
+                for name in sorted(scandir(gt_folder))}
+    lq_names = set(scandir(lq_folder))
+    unpaired = [f'HR {hr} has no LR {lr}' for lr, hr in expected.items() if lr not in lq_names]
+    unpaired += [f'LR {lr} has no HR' for lr in sorted(lq_names - set(expected))]
+    more = f' (and {len(unpaired) - 1} more)' if len(unpaired) > 1 else ''
+    return (f'HR folder {gt_folder} and LR folder {lq_folder} do not pair up with filename_tmpl {tmpl!r}: '
+            f'{unpaired[0]}{more}')
+
+
+def _pairs_and_sizes(opt):
+    """(paths, size_of) of a paired dataset's options: the pairs as BasicSR lists them ('lq_path',
+    'gt_path' and, with ``dataroot_base``, 'base_path'), and ``size_of(root, path) -> (H, W)``."""
+    gt_root, lq_root, base_root = opt['dataroot_gt'], opt['dataroot_lq'], opt.get('dataroot_base')
+    if opt['io_backend']['type'] == 'lmdb':
+        sizes = {root: lmdb_image_sizes(root) for root in (gt_root, lq_root, base_root) if root}
+        try:
+            paths = paired_paths_from_lmdb([lq_root, gt_root], ['lq', 'gt'])
+            if base_root:
+                paired_paths_from_lmdb([base_root, gt_root], ['base', 'gt'])  # same keys, or ValueError
+        except ValueError as err:
+            raise DatasetError(f"{err} ({', '.join(r for r in (lq_root, gt_root, base_root) if r)})") from None
+        for p in paths if base_root else ():
+            p['base_path'] = p['gt_path']
+        return paths, lambda root, key: sizes[root][key]
+
+    tmpl = opt.get('filename_tmpl', '{}')
+    if opt.get('meta_info_file'):  # PairedImageDataset's listed subset of the folders
+        paths = paired_paths_from_meta_info_file([lq_root, gt_root], ['lq', 'gt'], opt['meta_info_file'], tmpl)
+    else:
+        try:
+            paths = paired_paths_from_folder([lq_root, gt_root], ['lq', 'gt'], tmpl)
+        except AssertionError:  # BasicSR asserts equal counts and each HR's LR name
+            raise DatasetError(unpaired_folders_message(gt_root, lq_root, tmpl)) from None
+    for p in paths if base_root else ():
+        p['base_path'] = os.path.join(base_root, os.path.basename(p['gt_path']))
+        if not os.path.isfile(p['base_path']):
+            raise DatasetError(f"no cached SR_base for {p['gt_path']}: expected {p['base_path']}; "
+                               'run scripts/cache_backbone_outputs.py')
+
+    def header_size(root, path):
+        try:
+            return image_size(path)
+        except ImageReadError as err:
+            raise DatasetError(str(err)) from None
+    return paths, header_size
+
+
+def _wxh(size):
+    return f'{size[1]}x{size[0]}'
+
+
+def checked_pairs(opt, exact=False):
+    """The pairs of a paired dataset, after checking their names and sizes.
+
+    Reads image headers (folders) or meta_info.txt (LMDBs) only, so it runs before any work. Used by
+    PairedCachedBaseDataset and, through the option-file checks, for BasicSR's PairedImageDataset,
+    which crops the GT to scale x LR and would score an undersized LR against part of its HR.
+
+    Args:
+        opt (dict): dataset options: dataroot_gt, dataroot_lq, dataroot_base (optional), io_backend,
+            filename_tmpl, meta_info_file (folder mode, optional), scale, phase, gt_size (training).
+        exact (bool): the GT must be exactly scale x LR (PairedImageDataset's training crop needs it);
+            otherwise LR = GT // scale in H and W is enough (the GT is cropped to scale x LR).
+
+    Returns:
+        list[dict]: 'lq_path', 'gt_path' and, with dataroot_base, 'base_path': files, or LMDB keys.
+
+    Raises:
+        DatasetError: unpaired names; an LR that does not fit its HR at the scale; a training LR
+            smaller than the patch; an SR_base that is not scale x LR; a missing LMDB meta_info.txt
+            or cached SR_base (one line naming the files).
+    """
+    paths, size_of = _pairs_and_sizes(opt)
+    scale = opt['scale']
+    patch = opt['gt_size'] // scale if opt.get('phase') == 'train' and opt.get('gt_size') else 0
+    for p in paths:
+        lq, gt = size_of(opt['dataroot_lq'], p['lq_path']), size_of(opt['dataroot_gt'], p['gt_path'])
+        want = (gt[0] // scale, gt[1] // scale)
+        if lq != want or (exact and gt != (lq[0] * scale, lq[1] * scale)):
+            rule = 'and the HR exactly scale x LR for training crops' if exact else '(HR // scale)'
+            raise DatasetError(f"LR {p['lq_path']} is {_wxh(lq)} but HR {p['gt_path']} is {_wxh(gt)} (WxH): "
+                               f'at x{scale} the LR must be {_wxh(want)} {rule}; remake the LR '
+                               '(scripts/make_benchmark_lr.py) or fix scale')
+        if min(lq) < patch:
+            raise DatasetError(f"LR {p['lq_path']} is {_wxh(lq)} (WxH), smaller than the training patch "
+                               f'gt_size / scale = {patch}; lower gt_size')
+        if 'base_path' in p:
+            base, want = size_of(opt['dataroot_base'], p['base_path']), (lq[0] * scale, lq[1] * scale)
+            if base != want:
+                raise DatasetError(f"cached SR_base {p['base_path']} is {_wxh(base)} (WxH), expected {_wxh(want)} "
+                                   '(scale x LR): stale cache or wrong scale; rerun scripts/cache_backbone_outputs.py')
+    return paths
 
 
 def decode_base(buf):
@@ -45,6 +172,7 @@ class PairedCachedBaseDataset(data.Dataset):
         cache_in_memory (bool): keep decoded images in RAM after the first read (about 4 MB per
             481x321 image at x4); pair it with ``num_worker_per_gpu: 0`` so the cache outlives epochs.
 
+    Names and sizes of all pairs are checked when the dataset is built (:func:`checked_pairs`).
     Returns dicts with 'lq' (3, h, w), 'base' and 'gt' (3, s*h, s*w), RGB float32 in [0, 1], and paths.
     """
 
@@ -59,18 +187,7 @@ class PairedCachedBaseDataset(data.Dataset):
         if self.io_backend_opt['type'] == 'lmdb':
             self.io_backend_opt['db_paths'] = [self.lq_folder, self.gt_folder, self.base_folder]
             self.io_backend_opt['client_keys'] = ['lq', 'gt', 'base']
-            self.paths = paired_paths_from_lmdb([self.lq_folder, self.gt_folder], ['lq', 'gt'])
-            paired_paths_from_lmdb([self.base_folder, self.gt_folder], ['base', 'gt'])  # same keys, or ValueError
-            for p in self.paths:
-                p['base_path'] = p['gt_path']
-        else:
-            tmpl = opt.get('filename_tmpl', '{}')
-            self.paths = paired_paths_from_folder([self.lq_folder, self.gt_folder], ['lq', 'gt'], tmpl)
-            for p in self.paths:
-                p['base_path'] = os.path.join(self.base_folder, os.path.basename(p['gt_path']))
-                if not os.path.isfile(p['base_path']):
-                    raise FileNotFoundError(f"no cached SR_base for {p['gt_path']}: expected {p['base_path']}; "
-                                            'run scripts/cache_backbone_outputs.py')
+        self.paths = checked_pairs(opt)
 
     def _read(self, index):
         """Decoded (gt, base, lq) float32 BGR arrays of one pair, GT cropped to s x LR."""
@@ -83,10 +200,7 @@ class PairedCachedBaseDataset(data.Dataset):
         paths = self.paths[index]
         img_gt = imfrombytes(self.file_client.get(paths['gt_path'], 'gt'), float32=True)
         img_lq = imfrombytes(self.file_client.get(paths['lq_path'], 'lq'), float32=True)
-        img_base = decode_base(self.file_client.get(paths['base_path'], 'base'))
-        if img_base.shape[:2] != (img_lq.shape[0] * scale, img_lq.shape[1] * scale):
-            raise ValueError(f"cached SR_base {paths['base_path']} has size {img_base.shape[:2]}, expected "
-                             f'{img_lq.shape[0] * scale}x{img_lq.shape[1] * scale}: stale cache or wrong scale')
+        img_base = decode_base(self.file_client.get(paths['base_path'], 'base'))  # scale x LR: checked_pairs
         item = (img_gt[:img_lq.shape[0] * scale, :img_lq.shape[1] * scale], img_base, img_lq)
         if self.memory is not None:
             self.memory[index] = item

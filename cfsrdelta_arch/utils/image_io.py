@@ -15,6 +15,7 @@ import os
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 # Formats that only store 8 bits per sample: 16-bit images are reduced (round(v / 257)) before writing.
 EIGHT_BIT_ONLY = ('.jpg', '.jpeg', '.webp', '.bmp')
@@ -99,6 +100,20 @@ def read_image(path):
     if img.ndim == 3 and img.shape[2] not in (3, 4):
         raise ImageReadError(f'{path}: {img.shape[2]} channels are not supported (gray, RGB or RGBA only)')
     return _swap_rb(img)
+
+
+def image_size(path):
+    """(H, W) of an image file from its header alone (PIL opens lazily), e.g. to check a dataset's
+    pairs before any image is decoded.
+
+    Raises:
+        ImageReadError: missing file or a header PIL cannot identify (one line naming the file).
+    """
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except OSError as err:  # UnidentifiedImageError is an OSError
+        raise ImageReadError(f'{path}: cannot read image header ({err.strerror or err})') from None
 
 
 def fit_to_format(img, ext):

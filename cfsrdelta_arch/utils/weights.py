@@ -51,6 +51,15 @@ def verify_official(path):
                               f'({expected[:12]}...); re-download it (see README, "Weights")')
 
 
+def unreadable_reason(path, err):
+    """Short reason why ``torch.load`` failed on ``path``: torch's messages run to several lines."""
+    if os.path.getsize(path) == 0:
+        return 'empty file'
+    text = str(err).strip()
+    first = text.splitlines()[0].split('. ')[0][:160] if text else ''
+    return f'{type(err).__name__}: {first}' if first else type(err).__name__
+
+
 def load_state_dict_file(path, param_key='params'):
     """Read a checkpoint file and return its state dict.
 
@@ -61,7 +70,11 @@ def load_state_dict_file(path, param_key='params'):
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint not found: {path} (see README, "Weights")')
     verify_official(path)
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # EOFError, RuntimeError, UnpicklingError, KeyError...: whatever the bytes cause
+        raise CheckpointError(f'{path}: not a readable PyTorch checkpoint ({unreadable_reason(path, err)}); '
+                              're-save or re-download it') from err
     if not isinstance(obj, dict):
         raise CheckpointError(f'{path}: expected a state dict, found {type(obj).__name__}')
     for key in (param_key, 'params'):
