@@ -17,9 +17,9 @@ from torch.nn import functional as F
 from cfsrdelta_arch.archs.lesrcnn_arch import LESRCNN
 from cfsrdelta_arch.utils.inference import padded_forward
 from cfsrdelta_arch.utils.weights import CheckpointError, load_weights
-from conftest import official_weights, require_shared
+from conftest import TINY_CFSR, clone_state, official_weights, require_shared
 
-SCALE = 2
+SCALE = TINY_CFSR['upscale']
 LR_SIZE = 10  # training patches: not a multiple of SwinIR's window (4)
 TEST_SIZE = (9, 7)  # odd: RRDBNet x2 pixel-unshuffles its input by 2
 
@@ -27,7 +27,7 @@ TEST_SIZE = (9, 7)  # odd: RRDBNet x2 pixel-unshuffles its input by 2
 # needs LR sizes divisible by its window_size, RRDBNet at x2 (and x1) sizes divisible by 2 (4); neither
 # pads by itself.
 BACKBONES = {
-    'CFSR': (dict(type='CFSR', upscale=SCALE, embed_dim=8, depths=[1]), 1),
+    'CFSR': (TINY_CFSR, 1),
     'LESRCNN': (dict(type='LESRCNN', upscale=SCALE, num_feat=8), 1),
     'EDSR': (dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, upscale=SCALE,
                   img_range=255.), 1),
@@ -64,10 +64,6 @@ def delta_options(tmp_path, backbone, pad_multiple, total_iter=3):
         'val': {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True}}},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': total_iter, 'use_tb_logger': False},
     }
-
-
-def clone_state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 @pytest.mark.parametrize('name', list(BACKBONES))
@@ -160,6 +156,7 @@ def test_lesrcnn_set5_x4_matches_reference():
     from basicsr.metrics import calculate_psnr
 
     from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop, read_image_color
+    from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 
     scale = 4
     hr_dir = require_shared('datasets', 'benchmark', 'Set5', 'HR')
@@ -168,10 +165,8 @@ def test_lesrcnn_set5_x4_matches_reference():
     for path in list_images(hr_dir):
         hr = mod_crop(read_image_color(path), scale)
         lr = bicubic_downsample(hr, scale)
-        x = torch.from_numpy(np.ascontiguousarray(lr[:, :, ::-1].transpose(2, 0, 1))).float().div(255)[None]
         with torch.no_grad():
-            sr = net(x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)[:, :, ::-1]
-        sr = np.round(sr * 255.0).astype(np.uint8)
+            sr = tensor_to_image(net(image_to_tensor(lr, bgr=True)), bgr=True)
         psnrs.append(calculate_psnr(sr, hr, crop_border=scale, test_y_channel=True))
     assert len(psnrs) == 5
     assert abs(np.mean(psnrs) - 31.9268) < 0.005, f'LESRCNN x4 Set5 PSNR {np.mean(psnrs):.4f}'

@@ -7,12 +7,12 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.cfsr_arch import CFSR, EDGE_MASKS
-from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
+from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
 from cfsrdelta_arch.archs.lrrefinenet_arch import LRRefineNet
 from cfsrdelta_arch.archs.refinenet_arch import RefineNet
 from cfsrdelta_arch.archs.back_projection import BackProjection
 from cfsrdelta_arch.utils.weights import CheckpointError, load_weights, verify_official
-from conftest import official_weights, require_shared
+from conftest import TINY_CFSR, official_weights, random_lr_sr, require_shared
 
 SCALES = (2, 3, 4)
 LR_H, LR_W = 10, 7  # non-square, odd: catches H/W mix-ups and scale rounding
@@ -102,15 +102,9 @@ def test_cfsrdelta_parameters_are_backbone_plus_refiner(scale):
 
 # ---- identity at initialisation -------------------------------------------------------------------
 
-def random_lr_sr(scale, seed):
-    """(lr (1, 3, LR_H, LR_W), sr (1, 3, s*LR_H, s*LR_W)), uniform in [0, 1]."""
-    torch.manual_seed(seed)
-    return torch.rand(1, 3, LR_H, LR_W), torch.rand(1, 3, LR_H * scale, LR_W * scale)
-
-
 @pytest.mark.parametrize('scale', SCALES)
 def test_refiners_are_exactly_identity_with_init_std_0(scale):
-    lr, sr = random_lr_sr(scale, seed=0)
+    lr, sr = random_lr_sr(scale, seed=0, size=(LR_H, LR_W))
     with torch.no_grad():
         assert torch.equal(RefineNet(init_std=0)(sr), sr)
         assert torch.equal(LRRefineNet(upscale=scale, init_std=0)(sr, lr), sr)
@@ -128,7 +122,7 @@ IDENTITY_TOL = 5e-3
 
 @pytest.mark.parametrize('scale', SCALES)
 def test_refiners_are_close_to_identity_with_default_init(scale):
-    lr, sr = random_lr_sr(scale, seed=1)
+    lr, sr = random_lr_sr(scale, seed=1, size=(LR_H, LR_W))
     with torch.no_grad():
         for out in (RefineNet()(sr), LRRefineNet(upscale=scale)(sr, lr)):
             diff = (out - sr).abs().max().item()
@@ -138,7 +132,7 @@ def test_refiners_are_close_to_identity_with_default_init(scale):
 
 
 def test_cfsrdelta_backbone_is_frozen_and_stays_in_eval():
-    net = BackboneDelta({'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': (1,)}, {'type': 'RefineNet'})
+    net = BackboneDelta(TINY_CFSR, {'type': 'RefineNet'})
     net.train()
     assert not net.backbone.training and all(not m.training for m in net.backbone.modules())
     assert net.refiner.training
@@ -255,8 +249,8 @@ def test_deploy_checkpoint_into_train_form_is_one_clear_line():
 
 
 def test_train_form_checkpoint_into_deploy_form_is_one_clear_line():
-    state = CFSR(upscale=2, embed_dim=8, depths=(1,), deploy=False).state_dict()
-    msg = single_line_error(lambda: CFSR(upscale=2, embed_dim=8, depths=(1,)).load_state_dict(state))
+    state = build_from_options(dict(TINY_CFSR, deploy=False)).state_dict()
+    msg = single_line_error(lambda: build_from_options(TINY_CFSR).load_state_dict(state))
     assert 'train-form' in msg
 
 

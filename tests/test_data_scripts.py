@@ -1,7 +1,9 @@
-"""Data scripts: sub-image extraction, LMDB creation, benchmark LR, training-data split, cache benchmark.
+"""Data scripts and their data-layer modules: sub-image extraction, LMDB creation, benchmark LR,
+training-data split, backbone-output cache, staged output folders, cache benchmark.
 
-Everything runs on small generated images; the scripts are called through ``main(argv)``, where an
-error is ``SystemExit('error: ...')`` (exit status 1 with the message on stderr).
+Everything runs in this process on small generated images; the scripts are called through
+``main(argv)``, where an error is ``SystemExit('error: ...')`` (exit status 1 with the message on
+stderr). tests/test_faults_data.py runs the failure cases as subprocesses, as a user would.
 """
 import importlib.util
 import os
@@ -14,14 +16,17 @@ import pytest
 import torch
 from basicsr.data.paired_image_dataset import PairedImageDataset
 
+from conftest import (ROOT, TINY_CFSR, assert_cache_matches, cache_options, coordinate_image, read_tree,
+                      write_garbage, write_png, write_tiny_model)
+
+from cfsrdelta_arch.data import backbone_cache, builder, image_lmdb, subimages, training_split
 from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset, decode_base, encode_base
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop, read_image_color
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+from cfsrdelta_arch.utils.image_io import image_to_tensor
 
 
 def load_script(name):
-    """Import scripts/<name>.py as a module (registered, so that multiprocessing can pickle its objects)."""
+    """Import scripts/<name>.py as a module, once."""
     module_name = f'scripts_{name}'
     if module_name not in sys.modules:
         spec = importlib.util.spec_from_file_location(module_name, os.path.join(ROOT, 'scripts', f'{name}.py'))
@@ -40,24 +45,6 @@ def run_failing(main, argv):
     return message
 
 
-def write_png(path, img):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    assert cv2.imwrite(path, img)
-    return path
-
-
-def write_garbage(path):
-    with open(path, 'wb') as f:
-        f.write(b'this is not an image')
-    return path
-
-
-def coordinate_image(h, w):
-    """uint8 (h, w, 3) image whose pixels encode their position, so any misalignment shows."""
-    y, x = np.mgrid[:h, :w]
-    return np.stack([y % 256, x % 256, (3 * y + 5 * x) % 256], axis=-1).astype(np.uint8)
-
-
 def nearest_lr(hr, scale):
     """A stand-in LR with exactly known alignment: every s-th pixel of the mod-cropped HR."""
     return np.ascontiguousarray(mod_crop(hr, scale)[::scale, ::scale])
@@ -66,13 +53,12 @@ def nearest_lr(hr, scale):
 # ----------------------------------------------------------------------------- extract_subimages
 
 def test_crop_starts_follow_the_div2k_convention():
-    ex = load_script('extract_subimages')
-    assert ex.crop_starts(100, 48, 24, 0) == [0, 24, 48, 52]  # 4 px left over > 0: a border-flush crop
-    assert ex.crop_starts(100, 48, 24, 4) == [0, 24, 48]  # 4 px left over <= thresh: none
-    assert ex.crop_starts(96, 48, 24, 0) == [0, 24, 48]  # exact fit
-    assert ex.crop_starts(48, 48, 24, 0) == [0]
-    assert ex.crop_starts(47, 48, 24, 0) == []
-    assert ex.crop_grid(60, 100, 48, 24, 0) == [(y, x) for y in (0, 12) for x in (0, 24, 48, 52)]
+    assert subimages.crop_starts(100, 48, 24, 0) == [0, 24, 48, 52]  # 4 px left over > 0: a border-flush crop
+    assert subimages.crop_starts(100, 48, 24, 4) == [0, 24, 48]  # 4 px left over <= thresh: none
+    assert subimages.crop_starts(96, 48, 24, 0) == [0, 24, 48]  # exact fit
+    assert subimages.crop_starts(48, 48, 24, 0) == [0]
+    assert subimages.crop_starts(47, 48, 24, 0) == []
+    assert subimages.crop_grid(60, 100, 48, 24, 0) == [(y, x) for y in (0, 12) for x in (0, 24, 48, 52)]
 
 
 @pytest.mark.parametrize('workers', [1, 2])
@@ -145,7 +131,13 @@ def test_extract_clear_errors_before_any_work(tmp_path):
                                     '--out', str(tmp_path / 'o'), '--crop-size', '48', '--step', '20'])
     assert 'multiples of 3' in message
     ex.main(['--hr', str(hr_dir), '--out', str(tmp_path / 'o'), '--crop-size', '48'])
-    assert 'not empty' in run_failing(ex.main, ['--hr', str(hr_dir), '--out', str(tmp_path / 'o')])
+    message = run_failing(ex.main, ['--hr', str(hr_dir), '--out', str(tmp_path / 'o')])
+    assert message == f"error: {tmp_path / 'o'} exists; pass --overwrite to rebuild it from scratch (everything " \
+                      'in it is replaced) or choose another --out'
+    message = run_failing(ex.main, ['--hr', str(hr_dir), '--out', str(hr_dir / 'sub')])
+    assert message == f'error: --out {hr_dir / "sub"} is inside the input folder --hr {hr_dir}; nothing is written ' \
+                      'into an input: choose another --out'
+    assert os.listdir(hr_dir) == ['a.png']
 
 
 # ----------------------------------------------------------------------------- create_lmdb
@@ -253,7 +245,16 @@ def test_lmdb_key_mapping_errors(lmdb_set, tmp_path):
                                     '--strip-suffix', 'x4'])
     assert 'does not end with' in message
     assert '.lmdb' in run_failing(cl.main, ['--input', lmdb_set['hr_dir'], '--out', str(tmp_path / 'plain')])
-    assert 'exists' in run_failing(cl.main, ['--input', lmdb_set['hr_dir'], '--out', lmdb_set['db']['hr']])
+    before = read_tree(lmdb_set['db']['hr'])
+    message = run_failing(cl.main, ['--input', lmdb_set['lr_dir'], '--out', lmdb_set['db']['hr']])
+    assert message.startswith(f"error: {lmdb_set['db']['hr']} exists; pass --overwrite")
+    assert read_tree(lmdb_set['db']['hr']) == before
+    message = run_failing(cl.main, ['--input', lmdb_set['hr_dir'], '--out', os.path.join(lmdb_set['hr_dir'], 'x.lmdb')])
+    assert message.startswith(f"error: --out {lmdb_set['hr_dir']}{os.sep}x.lmdb is inside the input folder --input")
+    message = run_failing(cl.main, ['--input', lmdb_set['lr_dir'], '--out', lmdb_set['db']['hr'], '--overwrite',
+                                    '--match', lmdb_set['db']['hr'], '--strip-suffix', 'x4'])
+    assert message.startswith(f"error: --out {lmdb_set['db']['hr']} is the input folder --match")
+    assert read_tree(lmdb_set['db']['hr']) == before
     dotted = tmp_path / 'dotted'
     write_png(str(dotted / 'a.b.png'), np.zeros((4, 4, 3), np.uint8))
     assert 'must be ASCII without "."' in run_failing(cl.main, ['--input', str(dotted),
@@ -279,8 +280,7 @@ def test_lmdb_leaves_out_unreadable_images_and_fails_at_the_end(tmp_path, capsys
 
 def test_lmdb_writer_grows_a_full_map(tmp_path):
     import lmdb
-    cl = load_script('create_lmdb')
-    writer = cl.LmdbWriter(str(tmp_path / 'w.lmdb'), map_size=64 * 1024, commit_bytes=100_000)
+    writer = image_lmdb.LmdbWriter(str(tmp_path / 'w.lmdb'), map_size=64 * 1024, commit_bytes=100_000)
     values = {f'k{i}': bytes([i]) * 50_000 for i in range(8)}  # 400 kB into a 64 kB map
     for key, value in values.items():
         writer.put(key, value)
@@ -291,11 +291,10 @@ def test_lmdb_writer_grows_a_full_map(tmp_path):
 
 
 def test_map_size_estimate_scales_with_the_data():
-    cl = load_script('create_lmdb')
     mib = 1 << 20
     # 800 JPEG-sized files of 1 MiB whose PNG encoding is 3x larger: 2 x 2400 MiB + 64 MiB
-    assert cl.estimate_map_size(800 * mib, mib, 3 * mib) == (2 * 2400 + 64) * mib
-    assert cl.estimate_map_size(10, 10, 10) % mib == 0
+    assert image_lmdb.estimate_map_size(800 * mib, mib, 3 * mib) == (2 * 2400 + 64) * mib
+    assert image_lmdb.estimate_map_size(10, 10, 10) % mib == 0
 
 
 def test_read_image_color_keeps_16_bit_when_asked(tmp_path):
@@ -351,17 +350,174 @@ def write_sources(root, counts):
 def test_prepare_training_data_holds_out_every_tenth_image_deterministically(tmp_path):
     prep = load_script('prepare_training_data')
     sources = write_sources(str(tmp_path / 'src'), {'A': 25, 'B': 12})
-    train, val, skipped = prep.split_sources(sources, 10)
+    train, val, skipped = training_split.split_sources(sources, 10)
     names = [os.path.basename(p) for p in val]
     assert names == ['A09.png', 'A19.png', 'B09.png'] and skipped == []
     assert len(train) == 34 and not set(train) & set(val)
-    assert prep.split_sources(sources, 10) == (train, val, skipped)
+    assert training_split.split_sources(sources, 10) == (train, val, skipped)
 
     out = tmp_path / 'train291'
     prep.main(['--sources', *sources, '--out', str(out), '--scales', '2', '4', '--min-size', '0'])
     assert sorted(os.listdir(out / 'val' / 'HR')) == ['A09.png', 'A19.png', 'B09.png']
     assert len(os.listdir(out / 'train' / 'HR')) == 34
     assert sorted(os.listdir(out / 'val' / 'LR_bicubic' / 'X4')) == ['A09x4.png', 'A19x4.png', 'B09x4.png']
+
+
+def test_prepare_training_data_never_writes_into_or_around_a_source(tmp_path):
+    prep = load_script('prepare_training_data')
+    sources = write_sources(str(tmp_path / 'src'), {'A': 3, 'B': 2})
+    before = read_tree(tmp_path / 'src')
+    for out, relation, source in ((os.path.join(sources[0], 'out'), 'is inside', sources[0]),
+                                  (sources[1], 'is', sources[1]),
+                                  (str(tmp_path / 'src'), 'contains', sources[0])):
+        message = run_failing(prep.main, ['--sources', *sources, '--out', out, '--min-size', '0', '--overwrite'])
+        assert message == f'error: --out {out} {relation} the input folder --sources {source}; nothing is written ' \
+                          'into an input: choose another --out'
+    assert read_tree(tmp_path / 'src') == before
+    assert sorted(os.listdir(tmp_path)) == ['src']  # no staging folder either
+
+
+# ----------------------------------------------------------------------------- builder (staged output folders)
+
+def test_check_apart_names_how_an_output_meets_an_input(tmp_path):
+    inputs = [('--hr', str(tmp_path / 'data' / 'HR'))]
+    builder.check_apart(str(tmp_path / 'data' / 'sub'), '--out', inputs)  # a sibling is fine
+    builder.check_apart(str(tmp_path / 'data' / 'HR2'), '--out', inputs)  # a name prefix is no overlap
+    (tmp_path / 'data' / 'HR').mkdir(parents=True)
+    os.symlink(tmp_path / 'data' / 'HR', tmp_path / 'link')
+    for out, relation in ((tmp_path / 'data' / 'HR', 'is'), (tmp_path / 'link', 'is'),
+                          (tmp_path / 'link' / 'x', 'is inside'), (tmp_path / 'data', 'contains')):
+        with pytest.raises(ValueError) as err:
+            builder.check_apart(str(out), '--out', inputs)
+        assert str(err.value).startswith(f'--out {out} {relation} the input folder --hr {tmp_path}')
+
+
+def test_staged_folder_replaces_the_whole_output_or_nothing(tmp_path):
+    target = tmp_path / 'out'
+    (target / 'old').mkdir(parents=True)
+    (target / 'old' / 'a.txt').write_text('old')
+    (tmp_path / '.out.part-deadbeef').mkdir()  # left by a killed run: removed by the next build
+    (tmp_path / '.out.part-deadbeef' / 'half.txt').write_text('half')
+    with pytest.raises(FileExistsError, match='pass --overwrite'):
+        with builder.staged_folder(str(target), overwrite=False):
+            pass
+    with pytest.raises(RuntimeError):
+        with builder.staged_folder(str(target), overwrite=True) as staging:
+            (tmp_path / staging / 'new.txt').write_text('new')
+            raise RuntimeError('interrupted')
+    assert read_tree(target) == {os.path.join('old', 'a.txt'): b'old'}
+    assert sorted(os.listdir(tmp_path)) == ['out']
+    with builder.staged_folder(str(target), overwrite=True) as staging:
+        assert os.path.dirname(staging) == str(tmp_path) and not os.listdir(staging)
+        (tmp_path / staging / 'new.txt').write_text('new')
+        assert read_tree(target) == {os.path.join('old', 'a.txt'): b'old'}  # untouched until the end
+    assert read_tree(target) == {'new.txt': b'new'}
+    assert sorted(os.listdir(tmp_path)) == ['out']
+    # an existing empty folder needs no --overwrite; a symlinked output is rebuilt where it points
+    (tmp_path / 'real').mkdir()
+    os.symlink(tmp_path / 'real', tmp_path / 'link')
+    with builder.staged_folder(str(tmp_path / 'link'), overwrite=False) as staging:
+        (tmp_path / staging / 'x.txt').write_text('x')
+    assert os.path.islink(tmp_path / 'link') and read_tree(tmp_path / 'real') == {'x.txt': b'x'}
+
+
+# ----------------------------------------------------------------------------- backbone-output cache
+
+SWINIR = dict(type='SwinIR', upscale=2, img_size=16, window_size=4, embed_dim=12, depths=[1], num_heads=[2],
+              mlp_ratio=2, upsampler='pixelshuffledirect')
+
+
+@pytest.fixture
+def cache_setup(tmp_path, tiny_dataset):
+    """Factory: ``cache_setup(backbone=TINY_CFSR, pad_multiple=1, seed=0)`` -> train options whose cache
+    (tmp_path/base) is for 3 tiny x2 pairs (LR 10x10); the backbone weights are random (``seed``)."""
+    hr_dir, lr_dir = tiny_dataset(2, n=3, size=20)
+
+    def make(backbone=TINY_CFSR, pad_multiple=1, seed=0):
+        folder = tmp_path / f"weights_{backbone['type']}_{seed}"
+        folder.mkdir(exist_ok=True)
+        _, weights = write_tiny_model(str(folder), network=backbone, seed=seed)
+        return cache_options(tmp_path / 'base', hr_dir, lr_dir, weights, backbone, pad_multiple)
+    return make
+
+
+def cached(opt, name):
+    """The cached SR_base of GT file ``name`` as float RGB (3, H, W)."""
+    path = os.path.join(opt['datasets']['train']['dataroot_base'], name)
+    return image_to_tensor(read_image_color(path, keep_16bit=True), bgr=True)[0]
+
+
+@pytest.mark.parametrize('backbone,pad_multiple', [(TINY_CFSR, 1), (SWINIR, 4)], ids=['CFSR', 'SwinIR_pad4'])
+def test_cache_holds_what_the_delta_model_computes_on_the_fly(cache_setup, backbone, pad_multiple):
+    # SwinIR: LR 10x10 is no multiple of its window (4); without backbone_pad_multiple it cannot run at all.
+    opt = cache_setup(backbone, pad_multiple)
+    reports = backbone_cache.cache_backbone_outputs(opt, tile_size=None)
+    base_dir = opt['datasets']['train']['dataroot_base']
+    assert [(r.computed, r.kept, r.removed) for r in reports] == [(3, 0, 0)]
+    assert sorted(os.listdir(base_dir)) == ['cache_info.json', 'img0.png', 'img1.png', 'img2.png']
+    assert_cache_matches(opt, ['img0.png', 'img1.png', 'img2.png'])
+    with open(os.path.join(base_dir, 'img0.png'), 'rb') as f:
+        assert decode_base(f.read()).shape == (20, 20, 3)
+    # the dataset reads it back as the same tensor
+    item = PairedCachedBaseDataset(dict(opt['datasets']['train'], phase='val', scale=2))[0]
+    assert torch.equal(item['base'], cached(opt, os.path.basename(item['gt_path'])))
+
+
+def test_cache_rerun_keeps_valid_files_recomputes_changed_ones_and_removes_stale_ones(cache_setup):
+    opt = cache_setup()
+    d = opt['datasets']['train']
+    backbone_cache.cache_backbone_outputs(opt)
+    first = read_tree(d['dataroot_base'])
+    # img1's LR changes, img2 leaves the dataset, and a killed atomic write left its temporary file
+    lr1 = os.path.join(d['dataroot_lq'], 'img1x2.png')
+    write_png(lr1, read_image_color(lr1)[::-1].copy())
+    os.remove(os.path.join(d['dataroot_gt'], 'img2.png'))
+    os.remove(os.path.join(d['dataroot_lq'], 'img2x2.png'))
+    write_garbage(os.path.join(d['dataroot_base'], '.img0.png.x1y2.part'))
+    reports = backbone_cache.cache_backbone_outputs(opt)
+    assert [(r.computed, r.kept, r.removed) for r in reports] == [(1, 1, 2)]
+    second = read_tree(d['dataroot_base'])
+    assert sorted(second) == ['cache_info.json', 'img0.png', 'img1.png']
+    assert second['img0.png'] == first['img0.png'] and second['img1.png'] != first['img1.png']
+    assert_cache_matches(opt, ['img0.png', 'img1.png'])
+    reports = backbone_cache.cache_backbone_outputs(opt)
+    assert [(r.computed, r.kept, r.removed) for r in reports] == [(0, 2, 0)]
+    assert read_tree(d['dataroot_base']) == second
+
+
+def test_cache_of_another_backbone_is_refused_and_overwrite_rebuilds_it(cache_setup, tmp_path):
+    opt = cache_setup(seed=0)
+    base_dir = opt['datasets']['train']['dataroot_base']
+    backbone_cache.cache_backbone_outputs(opt)
+    first = read_tree(base_dir)
+    other = cache_setup(seed=1)  # same backbone options, other weights
+    with pytest.raises(ValueError) as err:
+        backbone_cache.cache_backbone_outputs(other)
+    assert str(err.value).startswith(f'{base_dir} holds SR_base of another backbone')
+    assert read_tree(base_dir) == first
+    reports = backbone_cache.cache_backbone_outputs(other, overwrite=True)
+    assert [(r.computed, r.kept, r.removed) for r in reports] == [(3, 0, 0)]
+    assert_cache_matches(other, ['img0.png', 'img1.png', 'img2.png'])
+    assert not [f for f in os.listdir(tmp_path) if f.startswith('.')]  # no staging folder left
+
+
+def test_cache_never_writes_into_an_input_or_a_foreign_folder(cache_setup, tmp_path):
+    opt = cache_setup()
+    d = opt['datasets']['train']
+    inputs = read_tree(tmp_path / 'tiny_x2')
+    for base, relation, name in ((d['dataroot_gt'], 'is', 'dataroot_gt'),
+                                 (os.path.join(d['dataroot_lq'], 'base'), 'is inside', 'dataroot_lq'),
+                                 (str(tmp_path / 'tiny_x2'), 'contains', 'dataroot_gt')):
+        bad = dict(opt, datasets={'train': dict(d, dataroot_base=base)})
+        with pytest.raises(ValueError) as err:
+            backbone_cache.cache_backbone_outputs(bad, overwrite=True)
+        assert str(err.value).startswith(f'datasets.train.dataroot_base {base} {relation} the input folder '
+                                         f'datasets.train.{name} ')
+    assert read_tree(tmp_path / 'tiny_x2') == inputs
+    write_png(os.path.join(d['dataroot_base'], 'photo.png'), coordinate_image(4, 4))  # not a cache
+    with pytest.raises(ValueError, match='holds files but no cache_info.json'):
+        backbone_cache.cache_backbone_outputs(opt)
+    assert os.listdir(d['dataroot_base']) == ['photo.png']
 
 
 # ----------------------------------------------------------------------------- bench_cache

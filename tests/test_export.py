@@ -5,8 +5,7 @@ import runpy
 import pytest
 import torch
 import yaml
-from conftest import ROOT, official_weights
-from test_inference_cli import TINY_CFSR, write_tiny_model
+from conftest import ROOT, TINY_CFSR, official_weights, write_tiny_model
 
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options

@@ -5,18 +5,26 @@ call BasicSR's own ``train_pipeline``/``test_pipeline`` after ``import cfsrdelta
 option files naming ``type: CFSR`` (tiny; trained with BasicSR's SRModel, tested with the plugin's
 TTASRModel), and tiny generated data.
 Training, an auto-resume of that training (CPU, ``num_gpu: 0``) and testing run as subprocesses
-with the project as working directory and only the repository root on PYTHONPATH.
+with the project as working directory and only the repository root on PYTHONPATH. The PSNR values
+they log are compared with the PSNR of the saved checkpoints computed here.
 """
 import glob
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
+from basicsr.metrics import calculate_psnr
 
-from conftest import ROOT, write_tiny_dataset
+from conftest import ROOT, TINY_CFSR, write_tiny_dataset
+from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
+from cfsrdelta_arch.data.lr_generation import read_image_color
+from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
+from cfsrdelta_arch.utils.weights import load_weights
 
-SCALE = 2
+SCALE = TINY_CFSR['upscale']
 TRAIN_NAME = 'foreign_cfsr_x2'
 TEST_NAME = 'foreign_cfsr_x2_test'
 
@@ -35,8 +43,8 @@ NETWORK = f'''\
 network_g:
   type: CFSR
   upscale: {SCALE}
-  embed_dim: 8
-  depths: [1]
+  embed_dim: {TINY_CFSR['embed_dim']}
+  depths: {TINY_CFSR['depths']}
 '''
 
 METRICS = f'''\
@@ -152,6 +160,27 @@ def run_in(project, *args):
     return output
 
 
+def logged_psnrs(output):
+    """The validation PSNRs a BasicSR run logged, in order."""
+    return [float(v) for v in re.findall(r'# psnr: (\d+\.\d+)', output)]
+
+
+def psnr_of(project, checkpoint):
+    """Mean Y-PSNR (crop = scale) on the project's val images of the tiny CFSR with the weights of
+    ``checkpoint`` (relative to the project), computed in this process."""
+    net = load_weights(build_from_options(TINY_CFSR), os.path.join(project, checkpoint)).eval()
+    val = os.path.join(project, 'datasets', 'val')
+    values = []
+    for name in sorted(os.listdir(os.path.join(val, 'HR'))):
+        lr = read_image_color(os.path.join(val, 'LR_bicubic', f'X{SCALE}', name.replace('.png', f'x{SCALE}.png')))
+        with torch.no_grad():
+            sr = tensor_to_image(net(image_to_tensor(lr, bgr=True)), bgr=True)
+        values.append(calculate_psnr(sr, read_image_color(os.path.join(val, 'HR', name)), crop_border=SCALE,
+                                     test_y_channel=True))
+    assert len(values) == 2
+    return sum(values) / len(values)
+
+
 @pytest.fixture(scope='module')
 def project(tmp_path_factory):
     """The foreign project: entry points, option files, tiny data (4 train images = 2 iterations per epoch
@@ -179,7 +208,11 @@ def test_training_writes_checkpoints(project, trained):
         assert os.path.isfile(os.path.join(exp, 'models', name)), name
     assert os.path.isfile(os.path.join(exp, 'training_states', '4.state'))
     assert 'End of training' in trained
-    assert 'tiny_val' in trained and 'psnr' in trained
+    # validations at iterations 2 and 4, and once more after training (the iteration-4 weights)
+    models = f'experiments/{TRAIN_NAME}/models'
+    expected = [psnr_of(project, f'{models}/net_g_{it}.pth') for it in (2, 4, 4)]
+    assert expected[0] != expected[1]  # training changed the network: the values tell the checkpoints apart
+    assert logged_psnrs(trained) == pytest.approx(expected, abs=1e-4)  # logged with 4 decimals
 
 
 def test_auto_resume_on_cpu(project, trained):
@@ -196,5 +229,7 @@ def test_testing_writes_results(project, trained):
     out = run_in(project, 'test.py', '-opt', 'options/test.yml')
     images = glob.glob(os.path.join(project, 'results', TEST_NAME, 'visualization', 'tiny_val', '*.png'))
     assert len(images) == 2
-    assert 'psnr' in out and 'Model [TTASRModel] is created' in out
+    assert 'Model [TTASRModel] is created' in out
+    expected = psnr_of(project, f'experiments/{TRAIN_NAME}/models/net_g_latest.pth')
+    assert logged_psnrs(out) == pytest.approx([expected], abs=1e-4)
 

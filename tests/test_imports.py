@@ -1,5 +1,4 @@
 """``import cfsrdelta_arch`` against the unmodified basicsr 1.4.2, in fresh interpreters."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -45,13 +44,42 @@ def assert_all_registered(report):
     assert report['patched']
 
 
-def test_basicsr_is_unpatched():
-    """The shims are needed: basicsr 1.4.2 imports a module that current torchvision no longer has."""
-    spec = importlib.util.find_spec('basicsr')
-    source = open(os.path.join(os.path.dirname(spec.origin), 'data', 'degradations.py')).read()
-    assert 'from torchvision.transforms.functional_tensor import rgb_to_grayscale' in source
-    transforms = os.path.dirname(importlib.util.find_spec('torchvision.transforms').origin)
-    assert not os.path.exists(os.path.join(transforms, 'functional_tensor.py'))
+def test_alias_lets_basicsr_degradations_use_torchvision_grayscale():
+    """After ``import cfsrdelta_arch``, BasicSR's degradations (which import ``rgb_to_grayscale`` from the
+    module torchvision dropped) import, and their grayscale is torchvision's, value for value."""
+    code = '''
+import json, torch
+import cfsrdelta_arch
+from basicsr.data import degradations
+from torchvision.transforms.functional import rgb_to_grayscale
+x = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+weighted = (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)  # ITU-R 601-2 luma
+print('REPORT ' + json.dumps({
+    'same_as_torchvision': all(torch.equal(degradations.rgb_to_grayscale(x, n), rgb_to_grayscale(x, n)) for n in (1, 3)),
+    'max_error': (degradations.rgb_to_grayscale(x) - weighted).abs().max().item(),
+    'gray_noise_is_gray': (lambda n: torch.equal(n[:, 0], n[:, 1]) and torch.equal(n[:, 1], n[:, 2]))(
+        degradations.generate_poisson_noise_pt(x, gray_noise=1)),  # BasicSR's own use of rgb_to_grayscale
+}))
+'''
+    report = run_python(code)
+    assert report['same_as_torchvision'] and report['max_error'] < 1e-6 and report['gray_noise_is_gray']
+
+
+def test_a_real_functional_tensor_module_is_left_alone(tmp_path):
+    """A torchvision that ships ``functional_tensor`` again gets no alias: its own module is imported."""
+    (tmp_path / 'functional_tensor.py').write_text('def rgb_to_grayscale(img, num_output_channels=1):\n'
+                                                   '    return "real module"\n')
+    code = f'''
+import sys, json
+import torchvision.transforms
+torchvision.transforms.__path__.append({str(tmp_path)!r})  # the "real" module, found by the import system
+import cfsrdelta_arch
+from basicsr.data import degradations
+module = sys.modules['torchvision.transforms.functional_tensor']
+print('REPORT ' + json.dumps({{'file': getattr(module, '__file__', None), 'gray': degradations.rgb_to_grayscale(None)}}))
+'''
+    report = run_python(code)
+    assert report == {'file': str(tmp_path / 'functional_tensor.py'), 'gray': 'real module'}
 
 
 def test_import_twice_registers_everything():

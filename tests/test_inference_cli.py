@@ -4,43 +4,14 @@ import os
 import cv2
 import numpy as np
 import pytest
-import torch
-import yaml
-from conftest import official_weights, require_shared
+from conftest import official_weights, require_shared, smooth_image, write_tiny_model
 
-from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.app.cli import main
 from cfsrdelta_arch.utils.image_io import read_image, write_image
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, read_image_color
 from cfsrdelta_arch.app.engine import DEFAULT_TILE_OVERLAP, SREngine
 
-TINY_CFSR = {'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': [1], 'dw_size': 9, 'mlp_ratio': 2}
 H, W = 12, 16  # LR size of the generated images
-
-
-def write_tiny_model(folder, network=None, scale=2, seed=0):
-    """A random tiny CFSR (or ``network``) as (option file, checkpoint) in ``folder``.
-
-    The option file has ``network_g`` and ``scale`` only; the checkpoint is passed with --weights.
-    """
-    network = network or TINY_CFSR
-    torch.manual_seed(seed)
-    net = CFSR(**{k: v for k, v in network.items() if k != 'type'})
-    for p in net.parameters():  # make every block matter (layer scales start at 1e-6)
-        p.data.add_(torch.randn_like(p) * 0.05)
-    pth = os.path.join(folder, 'tiny.pth')
-    torch.save({'params': net.state_dict()}, pth)
-    opt = os.path.join(folder, 'tiny.yml')
-    with open(opt, 'w') as f:
-        yaml.safe_dump({'scale': scale, 'network_g': network}, f)
-    return opt, pth
-
-
-def smooth_image(h, w, channels=3, seed=0):
-    """A smooth random uint8 image (h, w, channels), like a natural image at low resolution."""
-    small = np.random.default_rng(seed).integers(0, 256, (max(h // 4, 2), max(w // 4, 2), channels), np.uint8)
-    img = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-    return img if img.ndim == 3 else img[..., None]
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.models.backbone_delta_model import BackboneDeltaModel
 from cfsrdelta_arch.models.ttasr_model import TTASRModel
 from cfsrdelta_arch.utils.inference import self_ensemble
+from conftest import TINY_CFSR, clone_state
 
 SCALE = 2
-TINY_CFSR = {'type': 'CFSR', 'embed_dim': 8, 'depths': [1], 'upscale': SCALE}
 
 
 @pytest.fixture
@@ -53,10 +53,6 @@ def delta_opt(tmp_path, backbone_path, is_train=True, pretrain_g=None, ema_decay
 def batch(seed=0, n=2, h=12, w=10):
     g = torch.Generator().manual_seed(seed)
     return {'lq': torch.rand(n, 3, h, w, generator=g), 'gt': torch.rand(n, 3, h * SCALE, w * SCALE, generator=g)}
-
-
-def clone_state(module):
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def train_steps(model, steps=4):

@@ -15,10 +15,9 @@ import torch
 import yaml
 
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
-from conftest import ROOT
+from conftest import ROOT, TINY_CFSR
 
 SCALE = 2
-TINY_CFSR = {'type': 'CFSR', 'embed_dim': 8, 'depths': [1], 'upscale': SCALE}
 METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True}}
 
 

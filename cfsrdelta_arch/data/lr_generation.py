@@ -66,6 +66,23 @@ def read_image_color(path, keep_16bit=False):
     return img
 
 
+def lr_path(out_root, stem, scale):
+    """EDSR-layout path of the x``scale`` LR image of HR ``<stem>.*``: ``out_root/LR_bicubic/X<s>/<stem>x<s>.png``."""
+    return os.path.join(out_root, 'LR_bicubic', f'X{scale}', f'{stem}x{scale}.png')
+
+
+def write_lr_of(hr, stem, out_root, scales):
+    """Write the protocol LR of one uint8 HR image (H, W, 3) for every scale at :func:`lr_path`.
+
+    Folders are created; raises OSError naming a file that cannot be written.
+    """
+    for s in scales:
+        out = lr_path(out_root, stem, s)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if not cv2.imwrite(out, bicubic_downsample(hr, s)):
+            raise OSError(f'cannot write {out}')
+
+
 def write_lr_images(hr_paths, out_root, scales, progress=None):
     """Write EDSR-layout LR images ``out_root/LR_bicubic/X<s>/<stem>x<s>.png`` for each HR image.
 
@@ -78,17 +95,8 @@ def write_lr_images(hr_paths, out_root, scales, progress=None):
     Returns:
         int: number of LR files written.
     """
-    written = 0
-    for s in scales:
-        os.makedirs(os.path.join(out_root, 'LR_bicubic', f'X{s}'), exist_ok=True)
     for i, path in enumerate(hr_paths):
-        hr = read_image_color(path)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        for s in scales:
-            out = os.path.join(out_root, 'LR_bicubic', f'X{s}', f'{stem}x{s}.png')
-            if not cv2.imwrite(out, bicubic_downsample(hr, s)):
-                raise OSError(f'cannot write {out}')
-            written += 1
+        write_lr_of(read_image_color(path), os.path.splitext(os.path.basename(path))[0], out_root, scales)
         if progress:
             progress(i + 1, len(hr_paths), path)
-    return written
+    return len(hr_paths) * len(scales)
