@@ -32,8 +32,15 @@ class EarlyStopping(SystemExit):
 
 
 class NonFiniteLoss(SystemExit):
-    """Raised when a training loss is NaN or infinite; exits with status 1 and the one-line message
-    (a ``SystemExit`` so that any train loop ends without a traceback and before it saves anything)."""
+    """Raised when a training loss is NaN or infinite, after one error log line naming the iteration.
+
+    A ``SystemExit`` with status 1: any train loop ends there, without a traceback and before it
+    saves anything.
+    """
+
+    def __init__(self, message):
+        super().__init__(1)
+        self.message = message
 
 
 def resolve_device_count(opt):
@@ -132,8 +139,8 @@ class TTASRModel(SRModel):
         bad = {k: v for k, v in self.log_dict.items() if not math.isfinite(v)}
         if bad:
             losses = ', '.join(f'{k}={v}' for k, v in bad.items())
-            message = (f'error: non-finite loss at iter {current_iter} ({losses}); training stopped, nothing '
-                       'saved for this iteration (lower the learning rate or resume from the last checkpoint)')
+            message = (f'non-finite loss at iter {current_iter} ({losses}); training stopped, nothing saved for '
+                       'this iteration (lower the learning rate or resume from the last checkpoint)')
             get_root_logger().error(message)
             raise NonFiniteLoss(message)
 
