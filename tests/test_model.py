@@ -1,14 +1,18 @@
 """BackboneDeltaModel and TTASRModel built by BasicSR from option dicts (CPU, tiny networks)."""
 import copy
+import json
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 from basicsr.models import build_model
 
+from cfsrdelta_arch.app.resume import load_checked
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.models.backbone_delta_model import BackboneDeltaModel
-from cfsrdelta_arch.models.ttasr_model import TTASRModel
+from cfsrdelta_arch.models.ttasr_model import EarlyStopping, TTASRModel
 from cfsrdelta_arch.utils.inference import self_ensemble
 from conftest import TINY_CFSR, clone_state
 
@@ -238,3 +242,60 @@ def test_tiny_cfsr_tiles_exactly_with_overlap_8():
     whole = run_test(tta_model(dict(TINY_CFSR), {}), lq)
     tiled = run_test(tta_model(dict(TINY_CFSR), {'tile': {'size': 8, 'overlap': 8}}), lq)
     assert torch.allclose(tiled, whole, atol=1e-5, rtol=0)
+
+
+# ---- TTASRModel training: best checkpoint, early stopping, training states -------------------------
+
+def scratch_opt(tmp_path, val_extra):
+    """TTASRModel training a tiny CFSR from scratch (no frozen backbone)."""
+    opt = delta_opt(tmp_path, None)
+    opt.update(model_type='TTASRModel', network_g=dict(TINY_CFSR))
+    opt['val'].update(val_freq=1, **val_extra)
+    return opt
+
+
+def validate(model, current_iter, psnr):
+    """What a validation on the set 'val' leaves behind, with a chosen PSNR."""
+    model.metric_results = {'psnr': psnr}
+    model._track_best('val', current_iter)
+
+
+def test_any_model_keeps_its_best_checkpoint_and_stops_early(tmp_path):
+    opt = scratch_opt(tmp_path, {'save_best': True, 'early_stopping': {'patience': 2, 'min_delta': 0.5}})
+    model = build_model(opt)
+    assert type(model) is TTASRModel
+    weights = {}
+    for it, psnr in enumerate([10.0, 12.0, 12.4], start=1):  # 12.4: a gain below min_delta
+        train_steps(model, 1)
+        weights[it] = clone_state(model.net_g)
+        validate(model, it, psnr)
+    best = torch.load(tmp_path / 'exp' / 'models' / 'net_g_best.pth', weights_only=True)['params']
+    assert all(torch.equal(best[k], v) for k, v in weights[2].items())
+    assert not all(torch.equal(best[k], v) for k, v in weights[3].items())
+    record = json.loads((tmp_path / 'exp' / 'best.json').read_text())
+    assert record == {'dataset': 'val', 'metric': 'psnr', 'value': 12.0, 'iter': 2}
+    with pytest.raises(EarlyStopping) as stop:
+        validate(model, 4, 11.0)
+    assert stop.value.code == 0 and stop.value.message.startswith('early stop at iter 4: best psnr 12.0000')
+
+
+def test_training_state_restores_best_record_and_random_generators(tmp_path):
+    opt = scratch_opt(tmp_path, {'early_stopping': {'patience': 5}})
+    model = build_model(copy.deepcopy(opt))
+    train_steps(model, 2)
+    validate(model, 2, 20.0)
+    validate(model, 3, 19.0)
+    model.save_training_state(epoch=0, current_iter=3)
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+
+    state = load_checked(str(tmp_path / 'exp' / 'training_states' / '3.state'))  # weights_only=True
+    assert state['validation_pending'] is False  # iter 3's validation had updated the record
+    resumed = build_model(copy.deepcopy(opt))
+    for seed in (torch.manual_seed, random.seed, np.random.seed):
+        seed(123)  # the generators move on; resume_training must bring them back
+    resumed.resume_training(state)
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(3), expected[2])
+    assert resumed._best == dict(dataset='val', metric='psnr', value=20.0, iter=2, stale=1)
+    opt_state, resumed_opt_state = model.optimizer_g.state_dict(), resumed.optimizer_g.state_dict()
+    assert all(torch.equal(opt_state['state'][i]['exp_avg'], resumed_opt_state['state'][i]['exp_avg'])
+               for i in opt_state['state'])

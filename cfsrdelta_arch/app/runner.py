@@ -1,6 +1,7 @@
 """BasicSR's train/test pipelines with the plugin registered, early stopping, checked option files and
 benchmark tables."""
 import logging
+import sys
 from os import path as osp
 
 import torch
@@ -11,20 +12,27 @@ from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_
 from basicsr.utils.options import dict2str
 
 from cfsrdelta_arch.app.options import check_command_line, parse_options
-from cfsrdelta_arch.models.backbone_delta_model import EarlyStopping
+from cfsrdelta_arch.app.resume import ResumeError
+from cfsrdelta_arch.models.ttasr_model import EarlyStopping
 from cfsrdelta_arch.utils.fileio import write_text_atomic
 
 
 def train_pipeline(root_path):
-    """Run ``basicsr.train.train_pipeline``; an early stop (val.early_stopping) ends it cleanly.
+    """Run ``basicsr.train.train_pipeline`` (made resumable by ``cfsrdelta_arch.app.resume``).
+
+    An early stop (``val.early_stopping``) returns normally; the model has logged it and saved the
+    best checkpoint. A training state that must not or cannot be resumed from ends the program with
+    one line naming the file (exit status 1).
 
     Args:
         root_path (str): repository root; experiments/ and tb_logger/ are created under it.
     """
     try:
         basicsr_train_pipeline(root_path)
-    except EarlyStopping as stop:
-        get_root_logger().info(f'{stop}. The best refiner is models/net_g_best.pth (see best.json).')
+    except EarlyStopping:
+        pass
+    except ResumeError as err:
+        sys.exit(f'error: {err}')
 
 
 def format_table(rows, metrics):

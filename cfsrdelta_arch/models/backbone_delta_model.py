@@ -1,6 +1,4 @@
-"""BackboneDeltaModel: frozen pretrained backbone, trainable residual refiner, peak capture."""
-import json
-import os
+"""BackboneDeltaModel: frozen pretrained backbone, trainable residual refiner."""
 from collections import OrderedDict
 
 import torch
@@ -9,14 +7,6 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from cfsrdelta_arch.utils.weights import load_state_dict_file
 from .ttasr_model import TTASRModel
-
-
-class EarlyStopping(Exception):
-    """Raised from validation when ``val.early_stopping.patience`` validations brought no gain.
-
-    ``cfsrdelta_arch.app.runner.train_pipeline`` catches it and ends training normally; the best
-    checkpoint has been saved by then.
-    """
 
 
 @MODEL_REGISTRY.register()
@@ -28,12 +18,10 @@ class BackboneDeltaModel(TTASRModel):
     - ``path.pretrain_network_g``: refiner weights (what this model saves) or a whole exported
       BackboneDelta (keys ``backbone.*``/``refiner.*``).
     - data key ``base`` (from PairedCachedBaseDataset): a cached SR_base, which skips the backbone.
-    - ``val.save_best: true``: save ``net_g_best.pth`` whenever the first validation metric of the
-      first validation set improves, and record the iteration in ``best.json``.
-    - ``val.early_stopping: {patience: P, min_delta: 0}``: stop after P validations without a gain.
 
-    Checkpoints (``net_g_*.pth``) hold the refiner only; scripts/export_model.py writes the whole
-    network for inference.
+    Best-checkpoint capture, early stopping, exact resume and the non-finite-loss stop come from
+    TTASRModel. Checkpoints (``net_g_*.pth``, ``net_g_best.pth`` included) hold the refiner only;
+    scripts/export_model.py writes the whole network for inference.
     """
 
     def __init__(self, opt):
@@ -87,9 +75,10 @@ class BackboneDeltaModel(TTASRModel):
             self.cri_pix.set_iter(current_iter)
         l_total = self.cri_pix(self.output, self.gt)
         loss_dict['l_pix'] = l_total
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.stop_on_non_finite_loss(current_iter)  # before the step: the weights stay finite
         l_total.backward()
         self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
@@ -106,11 +95,7 @@ class BackboneDeltaModel(TTASRModel):
         else:
             super().test()
 
-    def save(self, epoch, current_iter):
-        self.save_refiner(current_iter)
-        self.save_training_state(epoch, current_iter)
-
-    def save_refiner(self, current_iter):
+    def save_weights(self, current_iter):
         """Write ``net_g_<current_iter>.pth`` holding the refiner (and its EMA copy, if any)."""
         refiners = [self.get_bare_model(self.net_g).refiner]
         keys = ['params']
@@ -118,42 +103,3 @@ class BackboneDeltaModel(TTASRModel):
             refiners.append(self.net_g_ema.refiner)
             keys.append('params_ema')
         self.save_network(refiners, 'net_g', current_iter, param_key=keys)
-
-    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
-        if self.opt['is_train'] and isinstance(current_iter, int):
-            self._capture_peak(dataloader.dataset.opt['name'], current_iter)
-
-    def _capture_peak(self, dataset_name, current_iter):
-        """Keep the best checkpoint on the first validation set; stop when patience runs out."""
-        val_opt = self.opt['val']
-        first_set = getattr(self, '_peak_dataset', None) or dataset_name
-        self._peak_dataset = first_set
-        if dataset_name != first_set or not self.metric_results:
-            return
-        metric = next(iter(val_opt['metrics']))
-        better = val_opt['metrics'][metric].get('better', 'higher')
-        value = self.metric_results[metric]
-        best = getattr(self, '_peak', None)
-        stop_opt = val_opt.get('early_stopping') or {}
-        min_delta = float(stop_opt.get('min_delta', 0.0))
-        improved = best is None or (value > best['value'] + min_delta if better == 'higher'
-                                    else value < best['value'] - min_delta)
-        logger = get_root_logger()
-        if improved:
-            self._peak = best = dict(dataset=dataset_name, metric=metric, value=value, iter=current_iter)
-            self._stale = 0
-            if val_opt.get('save_best', False):
-                self.save_refiner('best')  # net_g_best.pth
-                path = os.path.join(self.opt['path']['experiments_root'], 'best.json')
-                with open(path, 'w') as f:
-                    json.dump(best, f, indent=2)
-            logger.info(f'Peak: {metric} {value:.4f} on {dataset_name} at iter {current_iter}')
-        else:
-            self._stale += 1
-            logger.info(f'No gain for {self._stale} validation(s); best {metric} {best["value"]:.4f} '
-                        f'at iter {best["iter"]}')
-        patience = stop_opt.get('patience')
-        if patience is not None and self._stale >= int(patience):
-            raise EarlyStopping(f'early stop at iter {current_iter}: best {metric} {best["value"]:.4f} on '
-                                f'{dataset_name} at iter {best["iter"]}')
