@@ -30,6 +30,7 @@ from cfsrdelta_arch.app.cli import add_model_args, check_model_args, engine_from
 from cfsrdelta_arch.utils.image_io import from_float, to_float
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, read_image_color
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP
+from cfsrdelta_arch.utils.tables import markdown_table
 
 
 def psnr_uint8(a, b):
@@ -79,10 +80,11 @@ def measure(engine, lrs, tiles, overlaps):
 
 
 def format_table(rows):
-    lines = [f'{"tile":>6} {"overlap":>7} {"max|d| u8":>10} {"max|d| float":>13} {"min PSNR dB":>12} {"time s":>8}']
-    for tile, overlap, u8, fl, psnr, sec in rows:
-        lines.append(f'{tile!s:>6} {overlap!s:>7} {u8:>10d} {fl:>13.3f} {psnr:>12.2f} {sec:>8.2f}')
-    return '\n'.join(lines)
+    """Markdown table of :func:`measure`'s rows (tile None: whole-image inference)."""
+    return markdown_table(['tile', 'overlap', 'max abs diff (8-bit)', 'max abs diff (float, levels)', 'min PSNR dB',
+                           'time s'],
+                          [[tile, overlap, u8, f'{fl:.3f}', f'{psnr:.2f}', f'{sec:.2f}']
+                           for tile, overlap, u8, fl, psnr, sec in rows])
 
 
 def recommended_overlap(rows):

@@ -15,6 +15,7 @@ from cfsrdelta_arch.app.options import check_command_line, parse_options
 from cfsrdelta_arch.app.resume import ResumeError
 from cfsrdelta_arch.models.ttasr_model import EarlyStopping
 from cfsrdelta_arch.utils.fileio import write_text_atomic
+from cfsrdelta_arch.utils.tables import markdown_table
 
 
 def train_pipeline(root_path):
@@ -37,10 +38,8 @@ def train_pipeline(root_path):
 
 def format_table(rows, metrics):
     """Markdown table of ``rows`` = [(dataset, {metric: value})]."""
-    lines = ['| dataset | ' + ' | '.join(metrics) + ' |', '|---|' + '---|' * len(metrics)]
-    for name, values in rows:
-        lines.append(f'| {name} | ' + ' | '.join(f'{values[m]:.4f}' for m in metrics) + ' |')
-    return '\n'.join(lines)
+    return markdown_table(['dataset', *metrics], [[name] + [f'{values[m]:.4f}' for m in metrics]
+                                                  for name, values in rows])
 
 
 def test_pipeline(root_path):
