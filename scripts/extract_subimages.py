@@ -35,7 +35,7 @@ from cfsrdelta_arch.data.subimages import extract_subimages
 def report(result):
     """One line (above the progress bar) for an image that failed or was skipped."""
     if result.error:
-        tqdm.write(f'error: {result.hr_path}: {result.error} (skipped)', file=sys.stderr)
+        tqdm.write(f'error: {result.error} (skipped)', file=sys.stderr)
     elif result.note:
         tqdm.write(f'note: {result.hr_path}: {result.note} (skipped)')
 

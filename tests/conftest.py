@@ -99,12 +99,17 @@ def write_tiny_model(folder, network=None, scale=2, seed=0):
     return opt, pth
 
 
+def checkout_env():
+    """Environment for a subprocess that imports this checkout's package (the repository root is
+    prepended to PYTHONPATH)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
+
+
 def run_script(name, *args, cwd=None):
     """Run ``python scripts/<name>.py <args>`` as a user would (this checkout importable); returns the
     CompletedProcess with text stdout/stderr."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
     return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', f'{name}.py'), *map(str, args)],
-                          cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=cwd or ROOT, env=checkout_env(), capture_output=True, text=True, timeout=600)
 
 
 def read_tree(folder):

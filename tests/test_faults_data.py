@@ -18,13 +18,13 @@ import time
 
 import numpy as np
 import yaml
-from conftest import (ROOT, assert_cache_matches, cache_options, read_tree, run_script, smooth_image, write_png,
-                      write_tiny_dataset, write_tiny_model)
+from conftest import (ROOT, assert_cache_matches, cache_options, checkout_env, read_tree, run_script, smooth_image,
+                      write_png, write_tiny_dataset, write_tiny_model)
 
 from cfsrdelta_arch.data import backbone_cache, builder, image_lmdb, subimages, training_split
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop, read_image_color
 
-# Runs scripts/<x>.py with every OpenCV image write/encode slowed down by DELAY seconds.
+# Runs scripts/<x>.py with every OpenCV image write/encode slowed down by ``delay`` seconds.
 SLOW_WRITES = '''
 import runpy, sys, time
 import cv2
@@ -66,10 +66,10 @@ def kill_when(proc, ready, timeout=300):
 
 
 def start_slowed(name, *args, delay=0.05):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
+    """Start ``python scripts/<name>.py <args>`` with its image writes slowed down (SLOW_WRITES)."""
     return subprocess.Popen([sys.executable, '-c', SLOW_WRITES.format(delay=delay),
                              os.path.join(ROOT, 'scripts', f'{name}.py'), *map(str, args)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=checkout_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def staging_files(out):
@@ -95,9 +95,9 @@ def test_prepare_rerun_with_other_settings_is_refused_then_rebuilt_completely(tm
     rebuilt = run_script('prepare_training_data', *new_settings, '--overwrite')
     assert rebuilt.returncode == 0, rebuilt.stderr
     split = {'train': ['A0', 'A2', 'A4', 'B0', 'B2'], 'val': ['A1', 'A3', 'B1', 'B3']}  # every 2nd held out
-    tree = read_tree(out)
-    assert sorted(tree) == sorted(os.path.join(s, kind, f'{stem}{suffix}.png') for s, stems in split.items()
-                                  for stem in stems for kind, suffix in (('HR', ''), (os.path.join('LR_bicubic', 'X3'), 'x3')))
+    kinds = (('HR', ''), (os.path.join('LR_bicubic', 'X3'), 'x3'))
+    assert sorted(read_tree(out)) == sorted(os.path.join(s, kind, f'{stem}{suffix}.png') for s, stems in split.items()
+                                            for stem in stems for kind, suffix in kinds)
     for s, stems in split.items():
         for stem in stems:
             hr = mod_crop(read_image_color(os.path.join(tmp_path, 'src', stem[0], f'{stem}.png')), 3)

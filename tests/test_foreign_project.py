@@ -18,7 +18,7 @@ import pytest
 import torch
 from basicsr.metrics import calculate_psnr
 
-from conftest import ROOT, TINY_CFSR, write_tiny_dataset
+from conftest import TINY_CFSR, checkout_env, write_tiny_dataset
 from cfsrdelta_arch.archs.backbone_delta_arch import build_from_options
 from cfsrdelta_arch.data.lr_generation import read_image_color
 from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
@@ -151,9 +151,7 @@ val:
 
 def run_in(project, *args):
     """Run ``python <args>`` in ``project`` with only the repository root added to PYTHONPATH."""
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (ROOT, env.get('PYTHONPATH')) if p)
-    proc = subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, *args], cwd=project, env=checkout_env(), capture_output=True, text=True,
                           timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f'{" ".join(args)} exited {proc.returncode}:\n{output[-4000:]}'

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, TINY_CFSR, checkout_env
 
 REGISTERED = {
     'ARCH_REGISTRY': ['CFSR', 'LESRCNN', 'RefineNet', 'LRRefineNet', 'BPRefineNet', 'BackboneDelta'],
@@ -28,8 +28,7 @@ print('REPORT ' + json.dumps({'found': found, 'patched': basicsr.train.load_resu
 
 def run_python(code):
     """Run ``code`` in a fresh interpreter (this venv) with the checkout importable; return its report."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
-    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=checkout_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith('REPORT ')]
@@ -55,7 +54,8 @@ from torchvision.transforms.functional import rgb_to_grayscale
 x = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
 weighted = (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)  # ITU-R 601-2 luma
 print('REPORT ' + json.dumps({
-    'same_as_torchvision': all(torch.equal(degradations.rgb_to_grayscale(x, n), rgb_to_grayscale(x, n)) for n in (1, 3)),
+    'same_as_torchvision': all(torch.equal(degradations.rgb_to_grayscale(x, n), rgb_to_grayscale(x, n))
+                               for n in (1, 3)),
     'max_error': (degradations.rgb_to_grayscale(x) - weighted).abs().max().item(),
     'gray_noise_is_gray': (lambda n: torch.equal(n[:, 0], n[:, 1]) and torch.equal(n[:, 1], n[:, 2]))(
         degradations.generate_poisson_noise_pt(x, gray_noise=1)),  # BasicSR's own use of rgb_to_grayscale
@@ -76,7 +76,8 @@ torchvision.transforms.__path__.append({str(tmp_path)!r})  # the "real" module, 
 import cfsrdelta_arch
 from basicsr.data import degradations
 module = sys.modules['torchvision.transforms.functional_tensor']
-print('REPORT ' + json.dumps({{'file': getattr(module, '__file__', None), 'gray': degradations.rgb_to_grayscale(None)}}))
+report = {{'file': getattr(module, '__file__', None), 'gray': degradations.rgb_to_grayscale(None)}}
+print('REPORT ' + json.dumps(report))
 '''
     report = run_python(code)
     assert report == {'file': str(tmp_path / 'functional_tensor.py'), 'gray': 'real module'}
@@ -109,7 +110,7 @@ assert sys.modules['torchvision.transforms.functional_tensor'] is stub
 def test_registered_names_build_through_basicsr():
     from basicsr.archs import build_network
     from basicsr.losses import build_loss
-    net = build_network({'type': 'BackboneDelta', 'backbone': {'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': [1]},
+    net = build_network({'type': 'BackboneDelta', 'backbone': TINY_CFSR,
                          'refiner': {'type': 'RefineNet'}})
     assert type(net).__name__ == 'BackboneDelta'
     assert type(build_loss({'type': 'L1FFTLoss'})).__name__ == 'L1FFTLoss'

@@ -153,8 +153,8 @@ def read_cache_info(folder, signature):
     info_path = os.path.join(folder, CACHE_INFO)
     if not os.path.isfile(info_path):
         if os.path.isdir(folder) and os.listdir(folder):
-            raise ValueError(f'{folder} holds files but no {CACHE_INFO}, so it is no SR_base cache; pass '
-                             '--overwrite to replace it or set another dataroot_base')
+            raise ValueError(f'{folder} holds files but no {CACHE_INFO}, so it is no SR_base cache; set '
+                             'dataroot_base to a new or empty folder (--overwrite would replace everything in it)')
         return {}
     try:
         with open(info_path, encoding='utf-8') as f:

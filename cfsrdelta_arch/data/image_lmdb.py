@@ -154,18 +154,18 @@ def initial_map_size(items, compress_level):
     return estimate_map_size(total, first_size, len(sample.data) if not sample.error else first_size)
 
 
-def write_lmdb(items, out, compress_level, workers, progress=no_progress, on_error=None):
+def write_lmdb(items, out, compress_level, workers, progress=no_progress, on_error=None, label=''):
     """Encode and store every (key, path) in a new LMDB at ``out`` and write its meta_info.txt.
 
     Unreadable images are left out (``on_error(Encoded)`` is called for each) and listed in the
-    returned :class:`Summary`.
+    returned :class:`Summary`. ``label`` names the progress bar.
     """
     map_size = initial_map_size(items, compress_level)
     writer = LmdbWriter(out, map_size)
     failed, stored, nbytes = [], 0, 0
     with open(os.path.join(out, META_INFO), 'w') as meta:
         encoded = run_tasks(partial(encode_image, compress_level), items, workers, chunksize=4)
-        for enc in progress(encoded, total=len(items), desc=os.path.basename(out)):
+        for enc in progress(encoded, total=len(items), desc=label):
             if enc.error:
                 failed.append(enc)
                 if on_error:
@@ -198,4 +198,4 @@ def create_lmdb(input_folder, out, strip_suffix='', match=None, compress_level=1
         check_same_keys([k for k, _ in items], match)
     check_apart(out, '--out', [('--input', input_folder)] + ([('--match', match)] if match else []))
     with staged_folder(out, overwrite) as staging:
-        return write_lmdb(items, staging, compress_level, workers, progress, on_error)
+        return write_lmdb(items, staging, compress_level, workers, progress, on_error, os.path.basename(out))

@@ -117,7 +117,7 @@ def extract_one(settings, task):
         task (tuple[str, dict[int, str]]): HR path and {scale: LR path}.
 
     Returns:
-        Result: never raises for a bad image; the error is in ``Result.error``.
+        Result: never raises for a bad image; the error, naming the file, is in ``Result.error``.
     """
     hr_path, lr_paths = task
     try:
@@ -137,8 +137,10 @@ def extract_one(settings, task):
                 write_png(os.path.join(lr_folder_of(settings.out_root, s), subimage_name(stem, i, s)),
                           lr[y // s:(y + c) // s, x // s:(x + c) // s], settings.compress_level)
         return Result(hr_path, len(grid))
-    except (OSError, ValueError, cv2.error) as err:
+    except (OSError, ValueError) as err:  # their messages name the file
         return Result(hr_path, 0, error=str(err))
+    except cv2.error as err:
+        return Result(hr_path, 0, error=f'{hr_path}: {err}')
 
 
 def check_geometry(crop_size, step, thresh_size, scales):
