@@ -18,6 +18,7 @@ setup(
         'torch>=2.0',
         'torchvision',
         'opencv-python',
+        'Pillow',  # gray+alpha PNGs (OpenCV encodes 1, 3 or 4 channels only)
         'numpy',
         'pyyaml',
         'lmdb',

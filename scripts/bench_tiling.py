@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from cfsrdelta_arch.app.cli import add_model_args, check_model_args, engine_from_args
-from cfsrdelta_arch.utils.image_io import from_float, to_float
+from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, read_image_color
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP
 from cfsrdelta_arch.utils.tables import markdown_table
@@ -53,9 +53,9 @@ def load_lr_images(folder, n, scale, crop=0):
 
 
 def timed_sr(engine, lr):
-    """(float SR (s*h, s*w, 3) in [0, 1], seconds) of one RGB uint8 LR image."""
+    """(float SR (1, 3, s*h, s*w) in [0, 1], seconds) of one RGB uint8 LR image."""
     start = time.perf_counter()
-    sr = engine.sr_rgb(to_float(lr))
+    sr = engine.sr_tensor(image_to_tensor(lr))
     return sr, time.perf_counter() - start
 
 
@@ -71,9 +71,9 @@ def measure(engine, lrs, tiles, overlaps):
             for (_, lr), (ref, _) in zip(lrs, whole):
                 sr, t = timed_sr(engine, lr)
                 seconds += t
-                a, b = from_float(sr, np.uint8), from_float(ref, np.uint8)
+                a, b = tensor_to_image(sr), tensor_to_image(ref)
                 max_u8 = max(max_u8, int(np.abs(a.astype(np.int16) - b).max()))
-                max_f = max(max_f, float(np.abs(sr - ref).max()) * 255)
+                max_f = max(max_f, float((sr - ref).abs().max()) * 255)
                 min_psnr = min(min_psnr, psnr_uint8(a, b))
             rows.append((tile, overlap, max_u8, max_f, min_psnr, seconds))
     return rows

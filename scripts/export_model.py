@@ -14,11 +14,10 @@ Examples:
       --pth exported/CFSRDelta_x4.pth --onnx exported/CFSRDelta_x4.onnx
 """
 import argparse
-import os
 import sys
 
-
-from cfsrdelta_arch.app.cli import add_model_args, check_model_args, engine_from_args
+from cfsrdelta_arch.app.cli import (add_debug_arg, add_model_args, check_model_args, check_writable_file,
+                                    engine_from_args, run_main)
 from cfsrdelta_arch.app.export import DEFAULT_OPSET, check_onnx, export_onnx, export_pth
 
 ONNX_TOLERANCE = 1e-4
@@ -33,6 +32,7 @@ def parse_args(argv=None):
     out.add_argument('--onnx', metavar='FILE', help='ONNX file to write (dynamic batch, height, width)')
     out.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset (default {DEFAULT_OPSET})')
     out.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
+    add_debug_arg(p)
     args = p.parse_args(argv)
     check_model_args(p, args)
     if not args.pth and not args.onnx:
@@ -40,14 +40,12 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None):
-    """Returns the exit status: 0 on success, 1 on a loading error or a failed ONNX check."""
-    args = parse_args(argv)
-    try:
-        engine = engine_from_args(args)
-    except (OSError, ValueError, KeyError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+def export(args):
+    """Check the output paths, load the network, write the files; returns the exit status."""
+    for label, path in ((f'--pth {args.pth}', args.pth), (f'--onnx {args.onnx}', args.onnx)):
+        if path:
+            check_writable_file(path, label)
+    engine = engine_from_args(args)
     net = engine.net
     print(f'{type(net).__name__} x{engine.scale}: {sum(p.numel() for p in net.parameters()):,d} parameters')
     if args.pth:
@@ -62,6 +60,11 @@ def main(argv=None):
                 print(f'error: ONNX output differs from PyTorch by more than {ONNX_TOLERANCE}', file=sys.stderr)
                 return 1
     return 0
+
+
+def main(argv=None):
+    """Returns the exit status: 0 on success, 1 on an error (one line) or a failed ONNX check."""
+    return run_main(export, parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -1,7 +1,5 @@
 """Run the inference CLI from a checkout without installing it; same options as ``cfsrdelta-infer --help``."""
-import os
 import sys
-
 
 from cfsrdelta_arch.app.cli import main
 

@@ -85,21 +85,51 @@ def test_single_file_suffix_and_jpeg_output(tiny, inputs, tmp_path, capsys):
         assert img.shape == (2 * H, 2 * W, 3) and img.dtype == np.uint8
 
 
-def test_gray_and_rgba_engine_semantics(tiny):
+def network_output(pth, planes):
+    """Reference SR of uint8 planes ((h, w) gray or (h, w, 3) RGB), computed without the engine:
+    the tiny CFSR loaded from ``pth`` on the planes as floats in [0, 1] (gray replicated to RGB),
+    clamped, gray averaged over the three output channels, rounded to uint8."""
+    net = CFSR(**{k: v for k, v in TINY_CFSR.items() if k != 'type'}).eval()
+    net.load_state_dict(torch.load(pth, weights_only=True)['params'])
+    x = torch.from_numpy(planes.astype(np.float32) / 255)
+    x = x[None, None].repeat(1, 3, 1, 1) if planes.ndim == 2 else x.permute(2, 0, 1)[None]
+    with torch.no_grad():
+        sr = net(x).clamp(0, 1)[0]
+    sr = sr.mean(0) if planes.ndim == 2 else sr.permute(1, 2, 0)
+    return np.round(sr.numpy() * 255).astype(np.uint8)
+
+
+def test_engine_layouts_against_the_network(tiny):
     engine = SREngine.from_option_file(tiny[0], weights=tiny[1], device='cpu')
     rgb = smooth_image(H, W)[..., ::-1].copy()
-    gray = rgb[..., 1]
-    # Gray: the network on the replicated plane, output = mean of its three channels.
-    expected = np.round(engine.sr_rgb(np.repeat(gray[..., None], 3, 2) / np.float32(255)).mean(2) * 255)
-    np.testing.assert_array_equal(engine.enhance(gray), expected.astype(np.uint8))
-    # Opaque alpha stays exactly opaque; 'network' alpha mode runs the network on it.
-    opaque = engine.enhance(np.dstack([rgb, np.full((H, W), 255, np.uint8)]))
-    assert (opaque[..., 3] == 255).all()
-    engine.alpha_mode = 'network'
+    gray = rgb[..., 1].copy()
     ramp = np.tile(np.linspace(0, 255, W).astype(np.uint8), (H, 1))
-    out = engine.enhance(np.dstack([rgb, ramp]))
-    expected = engine.enhance(ramp)  # a gray image: the same network pass
-    np.testing.assert_array_equal(out[..., 3], expected)
+    np.testing.assert_array_equal(engine.enhance(rgb), network_output(tiny[1], rgb))
+    np.testing.assert_array_equal(engine.enhance(gray), network_output(tiny[1], gray))
+    # Alpha (RGBA and gray+alpha): the colour as without alpha, the alpha plane bicubic-upscaled
+    # (within one level of float bicubic) or, with alpha_mode 'network', run like a gray image.
+    bicubic = cv2.resize(ramp.astype(np.float32), (2 * W, 2 * H), interpolation=cv2.INTER_CUBIC)
+    for img, color in ((np.dstack([rgb, ramp]), rgb), (np.dstack([gray, ramp]), gray)):
+        out = engine.enhance(img)
+        assert out.shape == (2 * H, 2 * W, img.shape[2]) and out.dtype == np.uint8
+        np.testing.assert_array_equal(out[..., :-1].squeeze(-1) if color.ndim == 2 else out[..., :3],
+                                      network_output(tiny[1], color))
+        assert np.abs(out[..., -1] - np.clip(bicubic, 0, 255)).max() <= 1
+    engine.alpha_mode = 'network'
+    np.testing.assert_array_equal(engine.enhance(np.dstack([gray, ramp]))[..., 1], network_output(tiny[1], ramp))
+    # Opaque alpha stays exactly opaque, also in 'network' mode.
+    assert (engine.enhance(np.dstack([rgb, np.full((H, W), 255, np.uint8)]))[..., 3] == 255).all()
+
+
+def test_tiled_engine_matches_the_network(tiny):
+    """Tiles of 8 LR pixels (2 x 2 tiles here) with 16 pixels of context give the whole-image network
+    output (within one level: float sums in another order); without context the seams show."""
+    engine = SREngine.from_option_file(tiny[0], weights=tiny[1], device='cpu', tile_size=8, tile_overlap=16)
+    rgb = smooth_image(H, W)
+    for img in (rgb, rgb[..., 0].copy()):
+        assert np.abs(engine.enhance(img).astype(int) - network_output(tiny[1], img)).max() <= 1
+    engine.tile_overlap = 0
+    assert np.abs(engine.enhance(rgb).astype(int) - network_output(tiny[1], rgb)).max() > 1
 
 
 def test_refuses_to_overwrite_inputs(tiny, inputs, capsys):
@@ -121,12 +151,21 @@ def test_clear_errors(tiny, inputs, tmp_path, capsys):
 
 
 def test_read_write_roundtrip(tmp_path):
-    """RGB order, 16 bit and alpha survive write_image/read_image."""
+    """RGB order, 16 bit and alpha survive write_image/read_image; gray+alpha too (8-bit PNG), or
+    becomes RGBA with R = G = B (16 bit) or gray (JPEG)."""
     img = np.random.default_rng(1).integers(0, 65536, (5, 7, 4), dtype=np.uint16)
     write_image(str(tmp_path / 'a.png'), img)
     np.testing.assert_array_equal(read_image(str(tmp_path / 'a.png')), img)
     bgr = cv2.imread(str(tmp_path / 'a.png'), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(bgr[..., 0], img[..., 2])
+    gray_alpha = img[..., 1:3]
+    write_image(str(tmp_path / 'ga16.png'), gray_alpha)
+    np.testing.assert_array_equal(read_image(str(tmp_path / 'ga16.png')), gray_alpha[..., [0, 0, 0, 1]])
+    gray_alpha = (gray_alpha >> 8).astype(np.uint8)
+    write_image(str(tmp_path / 'ga8.png'), gray_alpha)
+    np.testing.assert_array_equal(read_image(str(tmp_path / 'ga8.png')), gray_alpha)
+    write_image(str(tmp_path / 'ga8.jpg'), gray_alpha)
+    assert read_image(str(tmp_path / 'ga8.jpg')).shape == (5, 7)
 
 
 def test_tiled_matches_whole_image_official_cfsr():

@@ -10,17 +10,23 @@ Pick the network in one of two ways:
   --arch NAME --weights W --scale S
                              a single network with its default options, e.g. the official weights.
 
-Images: PNG, JPEG, BMP, TIFF (8 or 16 bit), gray, RGB or RGBA. Each output keeps its input's
-layout and bit depth: gray stays gray (the network sees the gray plane as RGB and the output is
-the mean of its three channels), 16-bit stays 16-bit (unless --ext jpg/webp/bmp), RGBA keeps an
-alpha plane, upscaled by bicubic interpolation (default) or by the network (--alpha network).
+Images: PNG, JPEG, BMP, TIFF (8 or 16 bit), gray, gray+alpha, RGB or RGBA. Each output keeps its
+input's layout and bit depth: gray stays gray (the network sees the gray plane as RGB and the
+output is the mean of its three channels), 16-bit stays 16-bit (unless --ext jpg/webp/bmp), an
+alpha plane is kept, upscaled by bicubic interpolation (default) or by the network (--alpha
+network). Gray+alpha is written as gray+alpha to 8-bit PNG, as RGBA otherwise (OpenCV and Pillow
+write no 16-bit gray+alpha), as gray to JPEG.
 
-Large images: --tile 256 runs the image in 256x256 LR tiles (bounded memory) with --tile-overlap
-pixels of context; with the default overlap the result matches whole-image inference within one
-8-bit level (measured by scripts/bench_tiling.py).
+Large images: --tile 256 runs the image in 256x256 LR tiles with --tile-overlap pixels of context;
+memory then grows with the 8/16-bit output only (float data is held per tile). With the default
+overlap the result matches whole-image inference within one 8-bit level (scripts/bench_tiling.py).
+
+Every output file is written whole or not at all (a temporary file renamed into place).
 
 Exit status: 0 when every image was written, 1 when anything failed (each failure is reported
-with its file name and the remaining images are still processed), 2 for invalid arguments.
+with its file name and the remaining images are still processed; a bad option, network file or
+output folder stops the run before any image is computed, with one line saying what to do), 2 for
+invalid arguments, 130 when interrupted (Ctrl-C; the images written so far are complete).
 
 Examples:
   cfsrdelta-infer -i photo.jpg -o results/ --arch CFSR --weights weights/official/CFSR_x4.pth --scale 4
@@ -30,7 +36,10 @@ Examples:
 """
 import argparse
 import os
+import re
 import sys
+import tempfile
+import traceback
 
 from cfsrdelta_arch.app.engine import ALPHA_MODES, SREngine
 from cfsrdelta_arch.data.lr_generation import list_images
@@ -38,6 +47,7 @@ from cfsrdelta_arch.utils.image_io import read_image, write_image
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP
 
 OUTPUT_EXTENSIONS = ('png', 'jpg', 'webp', 'tif', 'bmp')
+DEBUG_HINT = '--debug shows the traceback'
 
 
 def add_model_args(parser):
@@ -63,12 +73,87 @@ def check_model_args(parser, args):
 
 
 def engine_from_args(args, **kwargs):
-    """SREngine for parsed :func:`add_model_args` options; ``kwargs`` go to SREngine."""
+    """SREngine for parsed :func:`add_model_args` options; ``kwargs`` go to SREngine.
+
+    Raises:
+        ValueError | OSError: one line naming the file or option; an unexpected error while
+            loading (e.g. a file torch cannot read) is reported as one naming the network files.
+    """
     kwargs.setdefault('device', args.device)
-    if args.opt:
-        return SREngine.from_option_file(args.opt, weights=args.weights, param_key=args.param_key, **kwargs)
-    return SREngine.from_weights(args.arch, args.weights, args.scale, param_key=args.param_key or 'params',
-                                 **kwargs)
+    try:
+        if args.opt:
+            return SREngine.from_option_file(args.opt, weights=args.weights, param_key=args.param_key, **kwargs)
+        return SREngine.from_weights(args.arch, args.weights, args.scale, param_key=args.param_key or 'params',
+                                     **kwargs)
+    except Exception as err:
+        if is_one_line_error(err):
+            raise
+        source = ' '.join(f'{flag} {value}' for flag, value in (('--opt', args.opt), ('--arch', args.arch),
+                                                                 ('--weights', args.weights)) if value)
+        raise ValueError(f'cannot load the network of {source} ({foreign_error(err)}); check that the files are '
+                         f'complete checkpoints of this network ({DEBUG_HINT})') from err
+
+
+def add_debug_arg(parser):
+    """--debug: let :func:`run_main` show tracebacks."""
+    parser.add_argument('--debug', action='store_true', help='show the traceback of an error instead of one line')
+
+
+def is_one_line_error(err):
+    """Whether ``err`` is one of the package's one-line errors for user mistakes (a ValueError or
+    OSError whose message is one line, naming the file or option and what to do)."""
+    text = str(err).strip()
+    return isinstance(err, (ValueError, OSError)) and bool(text) and '\n' not in text
+
+
+def foreign_error(err):
+    """Any other error in one line: its type and the first sentence of its message."""
+    lines = str(err).strip().splitlines()
+    first = re.split(r'(?<=[.!?])\s', lines[0])[0] if lines else '(no message)'
+    return f'{type(err).__name__}: {first}'
+
+
+def run_main(body, args):
+    """Run ``body(args)`` as a command and return its exit status: an error is one line on stderr
+    and status 1 (the traceback with ``args.debug``), Ctrl-C is status 130."""
+    try:
+        return body(args)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        message = str(err).strip() if is_one_line_error(err) else f'{foreign_error(err)} ({DEBUG_HINT})'
+        print(f'error: {message}', file=sys.stderr)
+        return 1
+
+
+def check_writable_folder(folder, label):
+    """Raise ValueError (one line starting with ``label``, e.g. '-o out') unless files can be
+    created in ``folder``: it is a folder, or its nearest existing parent is one, and a probe file
+    can be created (and is removed) there. Only a real write tells: permission bits do not stop
+    root, but read-only mounts and special file systems do. The folder itself is not created."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = 'it' if existing == os.path.abspath(folder) else existing
+        raise ValueError(f'{label}: {where} is a file, not a folder; choose another output folder')
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=existing)
+    except OSError as err:
+        raise ValueError(f'{label}: cannot create files in {existing} ({err.strerror}); '
+                         'choose a writable output folder') from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def check_writable_file(path, label):
+    """Raise ValueError (one line starting with ``label``) unless ``path`` can be written as a file."""
+    if os.path.isdir(path):
+        raise ValueError(f'{label}: is a folder; give a file name')
+    check_writable_folder(os.path.dirname(os.path.abspath(path)), label)
 
 
 def build_parser():
@@ -94,6 +179,7 @@ def build_parser():
     out.add_argument('--ext', choices=('auto',) + OUTPUT_EXTENSIONS, default='png',
                      help="output format (default png: lossless, keeps 16 bits and alpha); 'auto' keeps each "
                           "input's format; jpg drops alpha; jpg/webp/bmp store 8 bits")
+    add_debug_arg(p)
     return p
 
 
@@ -142,44 +228,62 @@ def process(engine, src, dst):
     return sr.shape
 
 
+def image_error(src, err):
+    """The one-line report of an image that failed with ``err``."""
+    if isinstance(err, RuntimeError):  # e.g. out of memory
+        return f'error: {src}: {str(err).splitlines()[0]} (a smaller --tile may help)'
+    return f'error: {err}' if src in str(err) else f'error: {src}: {err}'  # ImageReadError names the file
+
+
 def report(message):
     """One line on stderr that does not break a running progress bar."""
     from tqdm import tqdm
     tqdm.write(message, file=sys.stderr)
 
 
-def main(argv=None):
-    """Run the CLI; returns the exit status (0: all written, 1: something failed)."""
+def infer(args):
+    """The CLI's work for parsed arguments; returns the exit status (see the module docstring).
+
+    Everything that can fail for the whole run (output folder, network options and files, device)
+    is checked before the first image is computed.
+    """
     from tqdm import tqdm
 
+    check_writable_folder(args.output, f'-o {args.output}')
+    inputs = list_inputs(args.input)
+    jobs, errors = plan_outputs(inputs, args.output, args.suffix, args.ext)
+    written = 0
+    try:
+        engine = engine_from_args(args, tile_size=args.tile, tile_overlap=args.tile_overlap,
+                                  self_ensemble=args.self_ensemble, alpha_mode=args.alpha)
+        for message in errors:
+            print(f'error: {message}', file=sys.stderr)
+        print(f'{engine}: {len(jobs)} image(s) -> {args.output}', file=sys.stderr)
+        with tqdm(jobs, unit='img', disable=not os.path.isdir(args.input)) as bar:
+            for src, dst in bar:
+                try:
+                    process(engine, src, dst)
+                    written += 1
+                except (OSError, ValueError, RuntimeError) as err:  # the next image may still work
+                    report(image_error(src, err))
+                    if args.debug:
+                        traceback.print_exc()
+    except KeyboardInterrupt:
+        print(f'interrupted: {written} of {len(jobs)} written', file=sys.stderr)
+        return 130
+    failed = len(inputs) - written
+    print(f'{written} written, {failed} failed', file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv=None):
+    """Run the CLI; returns the exit status (0: all written, 1: something failed, 130: interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     check_model_args(parser, args)
     if args.tile < 0 or args.tile_overlap < 0:
         parser.error('--tile and --tile-overlap must be >= 0')
-    try:
-        inputs = list_inputs(args.input)
-        engine = engine_from_args(args, tile_size=args.tile, tile_overlap=args.tile_overlap,
-                                  self_ensemble=args.self_ensemble, alpha_mode=args.alpha)
-    except (OSError, ValueError, KeyError) as err:  # CheckpointError is a ValueError
-        print(f'error: {err}', file=sys.stderr)
-        return 1
-    jobs, errors = plan_outputs(inputs, args.output, args.suffix, args.ext)
-    for message in errors:
-        print(f'error: {message}', file=sys.stderr)
-    print(f'{engine}: {len(jobs)} image(s) -> {args.output}', file=sys.stderr)
-    written = 0
-    for src, dst in tqdm(jobs, unit='img', disable=not os.path.isdir(args.input)):
-        try:
-            process(engine, src, dst)
-            written += 1
-        except (OSError, ValueError) as err:  # ImageReadError is an OSError; it names the file
-            report(f'error: {err}' if src in str(err) else f'error: {src}: {err}')
-        except RuntimeError as err:  # e.g. out of memory: the next image may still fit
-            report(f'error: {src}: {str(err).splitlines()[0]} (a smaller --tile may help)')
-    failed = len(inputs) - written
-    print(f'{written} written, {failed} failed', file=sys.stderr)
-    return 1 if failed else 0
+    return run_main(infer, args)
 
 
 if __name__ == '__main__':

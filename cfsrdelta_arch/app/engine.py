@@ -10,17 +10,18 @@ Example::
     engine = SREngine.from_weights('CFSR', 'weights/official/CFSR_x4.pth', scale=4, tile_size=256)
     sr = engine.enhance(read_image('photo.png'))   # same layout and dtype, 4x larger
 """
+import difflib
 import inspect
 import os
 
 import cv2
 import numpy as np
 import torch
-import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
-from cfsrdelta_arch.utils.image_io import from_float, to_float
+from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
+from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file
 
@@ -29,10 +30,36 @@ SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
 
 
 def resolve_device(device='auto'):
-    """'auto' -> 'cuda' when available, else 'cpu'; anything else is passed to ``torch.device``."""
+    """'auto' -> 'cuda' when available, else 'cpu'; anything else is checked and returned as a
+    ``torch.device``.
+
+    Raises:
+        ValueError: not a device name, or a CUDA device this machine lacks (one line; called
+            before any weights are loaded).
+    """
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device '{device}' is not a device name; use auto, cpu, cuda or cuda:N") from None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == 'cuda' and (device.index or 0) >= count:
+        found = f'this machine has {count} CUDA GPU(s)' if count else 'no CUDA GPU is available to torch'
+        raise ValueError(f"device '{device}': {found}; use --device cpu (or auto)")
+    return device
+
+
+def check_arch(name, where):
+    """Raise ValueError unless ``name`` is a registered arch; the one-line message starts with
+    ``where`` (e.g. 'x.yml: network_g.type') and suggests the closest registered name."""
+    if name in ARCH_REGISTRY or f'{name}_basicsr' in ARCH_REGISTRY:  # ARCH_REGISTRY.get's fallback suffix
+        return
+    names = sorted(ARCH_REGISTRY.keys())
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1)
+    hint = f"did you mean '{by_lower[close[0]]}'?" if close else f'registered: {", ".join(names)}'
+    raise ValueError(f"{where} '{name}' is not a registered arch; {hint}")
 
 
 def scale_kwarg(arch):
@@ -94,15 +121,42 @@ def load_state(net, state_dict):
 
 
 def load_option_file(path):
-    """Option dict of a BasicSR train/test YAML file."""
-    with open(path, encoding='utf-8') as f:
-        try:
-            opt = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ValueError(f'{path}: not valid YAML ({str(err).splitlines()[0]})') from None
+    """Option dict of a BasicSR train/test YAML file, checked as far as building its network needs:
+    a ``network_g`` section whose arch names (its ``type`` and those of sections inside it, e.g. a
+    BackboneDelta's backbone and refiner) are registered.
+
+    Raises:
+        ValueError: unreadable file, YAML syntax error (file:line:column), no ``network_g`` or an
+            unknown arch name, in one line naming the file.
+    """
+    opt = load_yaml(path)
     if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
-        raise ValueError(f'{path}: no network_g section; is it a BasicSR option file?')
+        raise OptionFileError(f'{path}: no network_g section; is it a BasicSR option file?')
+    network = opt['network_g']
+    check_arch(network.get('type'), f'{path}: network_g.type')
+    for key, section in network.items():
+        if isinstance(section, dict) and 'type' in section:
+            check_arch(section['type'], f'{path}: network_g.{key}.type')
     return opt
+
+
+def option_scale(opt, path):
+    """The upscale factor declared by an option file (``load_option_file``): ``scale`` and the scale
+    arguments in ``network_g`` and its sections, which must agree.
+
+    Raises:
+        OptionFileError: they disagree, or none is given (one line naming the file).
+    """
+    network = opt['network_g']
+    sections = [('network_g', network)] + [(f'network_g.{k}', v) for k, v in network.items() if isinstance(v, dict)]
+    found = [('scale', opt['scale'])] if opt.get('scale') is not None else []
+    found += [(f'{name}.{key}', section[key]) for name, section in sections for key in SCALE_KWARGS if key in section]
+    if len({value for _, value in found}) > 1:
+        listed = ', '.join(f'{key}: {value}' for key, value in found)
+        raise OptionFileError(f'{path}: the scales disagree ({listed}); make them equal')
+    if not found:
+        raise OptionFileError(f'{path}: no scale given; add scale: 2, 3 or 4')
+    return int(found[0][1])
 
 
 def resolve_option_path(path, opt_path):
@@ -154,6 +208,8 @@ def load_inference_network(network_opt, weights, param_key='params'):
         net = build_from_options(network_opt)  # BackboneDelta loads its backbone here
     except CheckpointError as err:
         raise CheckpointError(f'backbone {network_opt.get("backbone_weights")}: {err}') from None
+    except TypeError as err:  # an argument the arch does not take, e.g. a misspelt option
+        raise ValueError(f'network options {network_opt}: {err}') from None
     try:
         load_state(net, state)
     except CheckpointError as err:
@@ -172,9 +228,9 @@ class SREngine:
         tile_size (int | None): LR tile size; None or 0 runs whole images (fastest, most memory).
         tile_overlap (int): LR context around each tile (see DEFAULT_TILE_OVERLAP).
         self_ensemble (bool): average the 8 flip/transpose variants (8x time, ~+0.08 dB).
-        alpha_mode (str): how an RGBA image's alpha plane is upscaled: 'bicubic' (cheap, smooth
-            edges) or 'network' (alpha replicated to RGB and run through the network like the
-            colour, sharper edges, twice the time).
+        alpha_mode (str): how an alpha plane is upscaled: 'bicubic' (cheap, smooth edges) or
+            'network' (alpha run through the network like a gray image, sharper edges, twice the
+            time).
 
     The tiling/overlap attributes may be changed between calls.
     """
@@ -198,14 +254,16 @@ class SREngine:
         Weights: ``weights`` if given, else ``path.pretrain_network_g`` (key ``param_key`` or
         ``path.param_key_g``). For BackboneDelta, a refiner-only checkpoint is combined with the
         backbone of ``network_g.backbone_weights``. Relative paths inside the file are resolved
-        with :func:`resolve_option_path`. ``kwargs`` go to :class:`SREngine`.
+        with :func:`resolve_option_path`. ``kwargs`` go to :class:`SREngine`. The file and the
+        device are checked before any weights are read.
         """
         opt = load_option_file(path)
+        scale = option_scale(opt, path)
+        kwargs['device'] = resolve_device(kwargs.get('device', 'auto'))
         paths = opt.get('path') or {}
         network_opt = dict(opt['network_g'])
         if network_opt.get('backbone_weights'):
             network_opt['backbone_weights'] = resolve_option_path(network_opt['backbone_weights'], path)
-        scale = opt.get('scale') or network_opt.get(scale_kwarg(network_opt['type']))
         net = load_inference_network(
             network_opt,
             weights or resolve_option_path(paths.get('pretrain_network_g'), path),
@@ -214,7 +272,10 @@ class SREngine:
 
     @classmethod
     def from_weights(cls, arch, weights, scale, param_key='params', **kwargs):
-        """Build a single registered arch (CFSR, LESRCNN, ...) with default options at ``scale``."""
+        """Build a single registered arch (CFSR, LESRCNN, ...) with default options at ``scale``;
+        the arch name and the device are checked before the weights are read."""
+        check_arch(arch, 'arch')
+        kwargs['device'] = resolve_device(kwargs.get('device', 'auto'))
         net = load_inference_network({'type': arch, scale_kwarg(arch): int(scale)}, weights, param_key)
         return cls(net, scale, **kwargs)
 
@@ -223,47 +284,63 @@ class SREngine:
         return (f'SREngine({type(self.net).__name__} x{self.scale}, {self.device}, {tiles}, '
                 f'self-ensemble {"on" if self.self_ensemble else "off"}, alpha {self.alpha_mode})')
 
+    def _forward(self, lr):
+        """The network on one LR tile: (N, 1 or 3, h, w) in [0, 1], any device -> (N, 3, s*h, s*w) on
+        ``self.device``; a gray tile runs replicated to RGB."""
+        return self.net(lr.to(self.device, torch.float32).expand(-1, 3, -1, -1))
+
+    def _run(self, x, store=None):
+        """:func:`super_resolve` with this engine's network, tiling and self-ensemble."""
+        return super_resolve(self._forward, x, self.scale, self.self_ensemble, self.tile_size, self.tile_overlap,
+                             store=store)
+
     @torch.inference_mode()
     def sr_tensor(self, x):
         """SR of an LR batch: (N, 3, H, W) float in [0, 1] (any device) -> (N, 3, s*H, s*W) float32
         in [0, 1] on the CPU, clamped."""
-        x = x.to(self.device, torch.float32)
-        sr = super_resolve(self.net, x, self.scale, self.self_ensemble, self.tile_size, self.tile_overlap)
-        return sr.clamp_(0, 1).cpu()
+        return self._run(x).clamp_(0, 1).cpu()
 
-    def sr_rgb(self, rgb):
-        """SR of one float RGB image: (H, W, 3) float32 in [0, 1] -> (s*H, s*W, 3) float32 in [0, 1]."""
-        x = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None]
-        return self.sr_tensor(x)[0].numpy().transpose(1, 2, 0)
+    def _sr_into(self, planes, out):
+        """Super-resolve gray (H, W) or RGB (H, W, 3) uint8/uint16 planes into ``out`` ((s*H, s*W) or
+        (s*H, s*W, 3), e.g. a view of the output image), tile by tile: only the LR input and one
+        tile are held as floats. A gray plane's output is the mean of the three output channels."""
+        def store(rows, cols, sr):
+            if out.ndim == 2:
+                sr = sr.clamp(0, 1).mean(1, keepdim=True)
+            out[rows, cols] = tensor_to_image(sr, out.dtype)
 
-    def upscale_alpha(self, alpha):
-        """Upscale an alpha plane: (H, W) float32 in [0, 1] -> (s*H, s*W) float32 in [0, 1]."""
-        h, w = alpha.shape
+        self._run(image_to_tensor(planes), store)
+
+    def _upscale_alpha_into(self, alpha, out):
+        """Upscale an alpha plane (H, W) into ``out`` (s*H, s*W), same dtype (uint8/uint16)."""
         if alpha.min() == alpha.max():  # e.g. fully opaque: nothing to interpolate
-            return np.full((h * self.scale, w * self.scale), alpha.flat[0], np.float32)
-        if self.alpha_mode == 'network':
-            return self.sr_rgb(np.repeat(alpha[..., None], 3, axis=2)).mean(axis=2)
-        up = cv2.resize(alpha, (w * self.scale, h * self.scale), interpolation=cv2.INTER_CUBIC)
-        return np.clip(up, 0, 1)
+            out[...] = alpha.flat[0]
+        elif self.alpha_mode == 'network':
+            self._sr_into(alpha, out)
+        else:  # OpenCV resizes integer planes directly, rounded and saturated: no float copy
+            out[...] = cv2.resize(alpha, out.shape[::-1], interpolation=cv2.INTER_CUBIC)
 
+    @torch.inference_mode()
     def enhance(self, img):
         """Super-resolve an image array, keeping its layout and dtype.
 
         Args:
-            img (np.ndarray): (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA; uint8 or uint16.
-                Gray runs through the network replicated to RGB and comes back as the mean of
-                the three output channels; RGBA's alpha is upscaled by :meth:`upscale_alpha`.
+            img (np.ndarray): (H, W) gray, (H, W, 2) gray+alpha, (H, W, 3) RGB or (H, W, 4) RGBA;
+                uint8 or uint16. Gray runs through the network replicated to RGB and comes back
+                as the mean of the three output channels; alpha is upscaled by ``alpha_mode``.
 
         Returns:
-            np.ndarray: (s*H, s*W[, C]), same dtype, rounded.
+            np.ndarray: (s*H, s*W[, C]), same dtype, rounded. With tiling, float data is held for
+            the LR input and one tile only, so memory grows with the integer output.
         """
-        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
-            raise ValueError(f'expected (H, W), (H, W, 3) or (H, W, 4), got {img.shape}')
-        x = to_float(img)
-        if x.ndim == 2:
-            out = self.sr_rgb(np.repeat(x[..., None], 3, axis=2)).mean(axis=2)
-        else:
-            out = self.sr_rgb(x[..., :3])
-            if x.shape[2] == 4:
-                out = np.concatenate([out, self.upscale_alpha(x[..., 3])[..., None]], axis=2)
-        return from_float(out, img.dtype)
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)):
+            raise ValueError(f'expected (H, W), (H, W, 2), (H, W, 3) or (H, W, 4), got {img.shape}')
+        out = np.empty((img.shape[0] * self.scale, img.shape[1] * self.scale) + img.shape[2:], img.dtype)
+        if img.ndim == 2:
+            self._sr_into(img, out)
+            return out
+        color = slice(0, 3) if img.shape[2] >= 3 else 0  # the RGB planes, or the gray plane of gray+alpha
+        self._sr_into(img[..., color], out[..., color])
+        if img.shape[2] in (2, 4):
+            self._upscale_alpha_into(img[..., -1], out[..., -1])
+        return out

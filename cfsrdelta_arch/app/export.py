@@ -11,37 +11,36 @@
 Uses the TorchScript exporter (``dynamo=False``): torch 2.14's default dynamo exporter needs the
 optional onnxscript package and is not needed for these plain conv networks.
 """
-import os
 import warnings
 
 import numpy as np
 import torch
+
+from cfsrdelta_arch.utils.fileio import atomic_path, torch_save_atomic
 
 INPUT_NAME, OUTPUT_NAME = 'lr', 'sr'
 DEFAULT_OPSET = 17
 
 
 def export_pth(net, path):
-    """Write ``{'params': state_dict}`` of ``net`` (tensors on the CPU) to ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({'params': {k: v.detach().cpu() for k, v in net.state_dict().items()}}, path)
+    """Write ``{'params': state_dict}`` of ``net`` (tensors on the CPU) to ``path``, atomically."""
+    torch_save_atomic({'params': {k: v.detach().cpu() for k, v in net.state_dict().items()}}, path)
     return path
 
 
 def export_onnx(net, path, opset=DEFAULT_OPSET, sample_size=(64, 64)):
     """Trace ``net`` (eval, deploy form) on a (1, 3, *sample_size) input and write an ONNX file with
-    dynamic N, H and W. Returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    dynamic N, H and W, atomically. Returns ``path``."""
     net = net.eval()
     device = next(net.parameters()).device
     sample = torch.rand(1, 3, *sample_size, device=device)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), atomic_path(path) as tmp:
         # Expected and harmless here: the legacy exporter's deprecation notice, and tracer notes on
         # Python-level shape checks (e.g. LRRefineNet's); check_onnx verifies other sizes.
         warnings.filterwarnings('ignore', category=DeprecationWarning)
         warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
         torch.onnx.export(
-            net, (sample,), path, dynamo=False, opset_version=opset,
+            net, (sample,), tmp, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: 'batch', 2: 'height', 3: 'width'},
                           OUTPUT_NAME: {0: 'batch', 2: 'out_height', 3: 'out_width'}})

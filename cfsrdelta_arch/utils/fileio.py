@@ -30,6 +30,9 @@ def atomic_path(path):
         yield tmp
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the mode open() would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,15 +1,21 @@
 """Image files for inference, read and written in one place (CLI, benchmarks, tests).
 
-In memory an image is a numpy array in one of three layouts, with the file's bit depth kept:
+In memory an image is a numpy array in one of four layouts, with the file's bit depth kept:
 
 - (H, W): grayscale;
+- (H, W, 2): gray + alpha (PNG colour type 4; OpenCV decodes it as BGRA with B = G = R, so
+  :func:`read_image` tells it from RGBA by the PNG header);
 - (H, W, 3): RGB;
 - (H, W, 4): RGBA (straight, not premultiplied, alpha);
 
 dtype uint8 (0..255) or uint16 (0..65535, e.g. 16-bit PNG/TIFF). Channel order is RGB, not
 OpenCV's BGR: the conversion happens here and nowhere else, and so does the conversion between
 image arrays and network tensors (:func:`image_to_tensor`, :func:`tensor_to_image`).
+
+Files are written atomically (a temporary file renamed over the target), so an interrupted or
+killed run leaves no truncated image.
 """
+import io
 import os
 
 import cv2
@@ -17,15 +23,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cfsrdelta_arch.utils.fileio import write_bytes_atomic
+
 # Formats that only store 8 bits per sample: 16-bit images are reduced (round(v / 257)) before writing.
 EIGHT_BIT_ONLY = ('.jpg', '.jpeg', '.webp', '.bmp')
 # Formats without an alpha channel: the alpha plane is dropped before writing.
 NO_ALPHA = ('.jpg', '.jpeg')
 JPEG = ('.jpg', '.jpeg')
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+PNG_GRAY_ALPHA = 4  # PNG colour type of gray + alpha (IHDR byte 25 of the file)
 
 
 class ImageReadError(OSError):
-    """A file that is not a readable 8/16-bit gray, RGB or RGBA image; the message names the file."""
+    """A file that is not a readable 8/16-bit gray, gray+alpha, RGB or RGBA image; the message names
+    the file."""
 
 
 def dtype_max(dtype):
@@ -49,30 +60,39 @@ def from_float(x, dtype):
 
 
 def image_to_tensor(img, bgr=False):
-    """uint8/uint16 (H, W, 3) image -> float32 RGB tensor (1, 3, H, W) in [0, 1].
+    """uint8/uint16 image (H, W) or (H, W, C) -> float32 tensor (1, C, H, W) in [0, 1] (C = 1 for gray).
 
-    ``bgr``: the array is in OpenCV's BGR order (cv2.imread, BasicSR's data pipeline).
+    ``bgr``: the array is in OpenCV's BGR order (cv2.imread, BasicSR's data pipeline); the tensor
+    is RGB.
     """
+    img = img[..., None] if img.ndim == 2 else img
     x = to_float(img[..., ::-1] if bgr else img)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
 
 
 def tensor_to_image(x, dtype=np.uint8, bgr=False):
-    """float RGB tensor (1, 3, H, W) or (3, H, W), any device -> (H, W, 3) ``dtype`` image, clipped
-    to [0, 1] and rounded like BasicSR's tensor2img; BGR order when ``bgr``."""
+    """float tensor (1, C, H, W) or (C, H, W), any device -> ``dtype`` image (H, W, C), or (H, W)
+    when C = 1; clipped to [0, 1] and rounded like BasicSR's tensor2img; BGR order when ``bgr``."""
     img = x.reshape(x.shape[-3:]).detach().float().cpu().numpy().transpose(1, 2, 0)
-    return from_float(img[..., ::-1] if bgr else img, dtype)
+    img = from_float(img[..., ::-1] if bgr else img, dtype)
+    return img[..., 0] if img.shape[2] == 1 else img
 
 
 def _swap_rb(img):
-    """RGB(A) <-> BGR(A); grayscale is returned unchanged."""
-    if img.ndim == 3:
+    """RGB(A) <-> BGR(A); gray and gray+alpha are returned unchanged."""
+    if img.ndim == 3 and img.shape[2] >= 3:
         return np.ascontiguousarray(img[..., [2, 1, 0, 3][:img.shape[2]]])
     return img
 
 
+def _is_png_gray_alpha(data):
+    """Whether the file bytes ``data`` (uint8 array) are a PNG of colour type gray + alpha."""
+    return data[:8].tobytes() == PNG_SIGNATURE and data.size > 25 and data[25] == PNG_GRAY_ALPHA
+
+
 def read_image(path):
-    """Read an image file as gray (H, W), RGB (H, W, 3) or RGBA (H, W, 4), uint8 or uint16.
+    """Read an image file as gray (H, W), gray+alpha (H, W, 2), RGB (H, W, 3) or RGBA (H, W, 4),
+    uint8 or uint16.
 
     JPEGs are read with their EXIF orientation applied; other files exactly as stored (alpha and
     16 bits kept). Paths with non-ASCII characters work on every platform.
@@ -97,8 +117,11 @@ def read_image(path):
         raise ImageReadError(f'{path}: {img.dtype} samples are not supported (8- or 16-bit images only)')
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
-    if img.ndim == 3 and img.shape[2] not in (3, 4):
-        raise ImageReadError(f'{path}: {img.shape[2]} channels are not supported (gray, RGB or RGBA only)')
+    if img.ndim == 3 and img.shape[2] == 4 and _is_png_gray_alpha(data):
+        img = np.ascontiguousarray(img[..., [0, 3]])  # B = G = R: one of them is the gray plane
+    if img.ndim == 3 and img.shape[2] not in (2, 3, 4):
+        raise ImageReadError(f'{path}: {img.shape[2]} channels are not supported (gray, RGB or RGBA, '
+                             'with or without alpha)')
     return _swap_rb(img)
 
 
@@ -119,19 +142,25 @@ def image_size(path):
 def fit_to_format(img, ext):
     """Adapt an image to what the file format ``ext`` ('.png', '.jpg', ...) can store.
 
-    8-bit-only formats get uint16 reduced to uint8 (round(v / 257)); JPEG drops the alpha plane.
-    Everything else is returned unchanged.
+    8-bit-only formats get uint16 reduced to uint8 (round(v / 257)); JPEG drops the alpha plane
+    (gray+alpha becomes gray). Gray+alpha stays as it is only for an 8-bit PNG (written with
+    Pillow: OpenCV encodes 1, 3 or 4 channels only, and Pillow has no 16-bit gray+alpha); for
+    every other format and for 16 bits it becomes RGBA with R = G = B. Everything else is
+    returned unchanged.
     """
     ext = ext.lower()
-    if ext in NO_ALPHA and img.ndim == 3 and img.shape[2] == 4:
-        img = img[..., :3]
+    if ext in NO_ALPHA and img.ndim == 3 and img.shape[2] in (2, 4):
+        img = img[..., 0] if img.shape[2] == 2 else img[..., :3]
     if ext in EIGHT_BIT_ONLY and img.dtype == np.uint16:
         img = np.round(img / 257.0).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 2 and (ext != '.png' or img.dtype != np.uint8):
+        img = img[..., [0, 0, 0, 1]]
     return img
 
 
 def write_image(path, img):
-    """Write a gray/RGB/RGBA uint8/uint16 image; the format follows the file extension.
+    """Write a gray/gray+alpha/RGB/RGBA uint8/uint16 image atomically; the format follows the
+    file extension.
 
     The image is first adapted with :func:`fit_to_format`; missing parent folders are created.
 
@@ -139,11 +168,17 @@ def write_image(path, img):
         OSError: the format is unknown to OpenCV or the file cannot be written.
     """
     ext = os.path.splitext(path)[1].lower()
+    img = fit_to_format(img, ext)
+    if img.ndim == 3 and img.shape[2] == 2:  # 8-bit gray+alpha PNG (see fit_to_format)
+        from PIL import Image
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format='PNG')  # (H, W, 2) uint8 is Pillow's 'LA' mode
+        write_bytes_atomic(path, buf.getbuffer())
+        return
     try:
-        ok, buf = cv2.imencode(ext, _swap_rb(fit_to_format(img, ext)))
+        ok, buf = cv2.imencode(ext, _swap_rb(img))
     except cv2.error:
         ok = False
     if not ok:
         raise OSError(f'{path}: cannot encode a {img.dtype} {img.shape} image as {ext or "(no extension)"}')
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    buf.tofile(path)
+    write_bytes_atomic(path, buf)

@@ -44,39 +44,49 @@ def self_ensemble(fn, x):
     return out / 8
 
 
-def tiled_forward(fn, x, scale, tile_size, tile_overlap=DEFAULT_TILE_OVERLAP):
-    """Run ``fn`` on overlapping LR tiles and blend them into the full SR image.
+def tiled_forward(fn, x, scale, tile_size, tile_overlap=DEFAULT_TILE_OVERLAP, store=None):
+    """Run ``fn`` on overlapping LR tiles and put their cores together into the full SR image.
 
     Each tile of ``tile_size`` LR pixels is extended by ``tile_overlap`` pixels of real context on
-    every side that has image there; only the tile's own core is written to the output, so every
-    output pixel comes from a tile in which it has at least ``tile_overlap`` LR pixels of context
-    (or the image border). With an overlap at least the network's effective receptive radius the
-    result equals whole-image inference; see scripts/bench_tiling.py for the measured seam error.
+    every side that has image there; only the tile's own core is kept, so every output pixel comes
+    from a tile in which it has at least ``tile_overlap`` LR pixels of context (or the image
+    border). With an overlap at least the network's effective receptive radius the result equals
+    whole-image inference; see scripts/bench_tiling.py for the measured seam error.
 
     Args:
-        fn (callable): LR (N, C, h, w) -> SR (N, C, scale*h, scale*w).
-        x (Tensor): LR batch (N, C, H, W).
+        fn (callable): LR (N, C, h, w) -> SR (N, C', scale*h, scale*w).
+        x (Tensor): LR batch (N, C, H, W); ``fn`` only ever sees crops of it.
         scale (int): upscale factor of ``fn``.
         tile_size (int): core tile size in LR pixels (> 0).
         tile_overlap (int): context added around each core, in LR pixels (>= 0).
+        store (callable | None): ``store(rows, cols, sr)`` receives each core as it is computed:
+            ``sr`` (N, C', h, w) is the SR at output rows ``rows`` and columns ``cols`` (slices).
+            Lets the caller keep the output in its own form, e.g. a preallocated uint8 image, so
+            that float SR data is held for one tile at a time. None: the cores are copied into a
+            new tensor like ``x`` (then C' must equal C).
 
     Returns:
-        Tensor: (N, C, scale*H, scale*W).
+        Tensor | None: (N, C', scale*H, scale*W) when ``store`` is None, else None.
     """
     if tile_size <= 0 or tile_overlap < 0:
         raise ValueError(f'tile_size must be > 0 and tile_overlap >= 0, got {tile_size}, {tile_overlap}')
     n, c, h, w = x.shape
-    if h <= tile_size and w <= tile_size:
-        return fn(x)
-    out = x.new_zeros(n, c, h * scale, w * scale)
+    out = None
+    if store is None:
+        if h <= tile_size and w <= tile_size:
+            return fn(x)
+        out = x.new_empty(n, c, h * scale, w * scale)
+
+        def store(rows, cols, sr):
+            out[..., rows, cols] = sr
     for top in range(0, h, tile_size):
         for left in range(0, w, tile_size):
             bottom, right = min(top + tile_size, h), min(left + tile_size, w)
             t0, l0 = max(top - tile_overlap, 0), max(left - tile_overlap, 0)
             b0, r0 = min(bottom + tile_overlap, h), min(right + tile_overlap, w)
             sr = fn(x[..., t0:b0, l0:r0])
-            out[..., top * scale:bottom * scale, left * scale:right * scale] = \
-                sr[..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale]
+            store(slice(top * scale, bottom * scale), slice(left * scale, right * scale),
+                  sr[..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale])
     return out
 
 
@@ -107,7 +117,7 @@ def padded_forward(fn, x, multiple):
 
 
 def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_overlap=DEFAULT_TILE_OVERLAP,
-                  pad_multiple=1):
+                  pad_multiple=1, store=None):
     """Full inference recipe: optional tiling around optional self-ensemble around optional padding.
 
     Args:
@@ -115,16 +125,16 @@ def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_ove
         x (Tensor): LR batch (N, C, H, W) in [0, 1].
         scale (int): upscale factor.
         self_ensemble_on (bool): average the 8 dihedral variants.
-        tile_size (int | None): LR tile size; None runs the whole image.
+        tile_size (int | None): LR tile size; None runs the whole image (as one tile).
         tile_overlap (int): LR context around each tile.
         pad_multiple (int): pad every input of ``fn`` to multiples of this (see :func:`padded_forward`).
+        store (callable | None): receives the SR piece by piece instead of it being returned (see
+            :func:`tiled_forward`).
 
     Returns:
-        Tensor: SR (N, C, scale*H, scale*W), unclamped.
+        Tensor | None: SR (N, C, scale*H, scale*W), unclamped; None when ``store`` is given.
     """
     if pad_multiple > 1:
         fn = functools.partial(padded_forward, fn, multiple=pad_multiple)
     run = (lambda t: self_ensemble(fn, t)) if self_ensemble_on else fn
-    if tile_size:
-        return tiled_forward(run, x, scale, tile_size, tile_overlap)
-    return run(x)
+    return tiled_forward(run, x, scale, tile_size or max(x.shape[-2:]), tile_overlap, store)
