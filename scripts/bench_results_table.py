@@ -18,7 +18,6 @@ Example:
 """
 import argparse
 import os
-import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 

@@ -1,4 +1,4 @@
-"""Run the inference CLI from a checkout without installing it; same options as ``cfsrdelta-infer --help``."""
+"""``python scripts/infer.py ...``: the inference CLI, the same as the installed ``cfsrdelta-infer --help``."""
 import sys
 
 from cfsrdelta_arch.app.cli import main

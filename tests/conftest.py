@@ -181,3 +181,13 @@ def tiny_dataset(tmp_path):
     def make(scale, n=3, size=48):
         return write_tiny_dataset(str(tmp_path / f'tiny_x{scale}'), scale, n, size)
     return make
+
+
+def encode_base(img):
+    """A cached SR_base file's bytes (16-bit PNG, as scripts/cache_backbone_outputs.py writes) of a
+    float BGR (H, W, 3) image in [0, 1]."""
+    import cv2
+    from cfsrdelta_arch.utils.image_io import from_float
+    ok, buf = cv2.imencode('.png', from_float(img, np.uint16))
+    assert ok
+    return buf.tobytes()

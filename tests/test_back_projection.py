@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from basicsr.utils.matlab_functions import imresize
+from conftest import encode_base
 from test_data_scripts import load_script
 
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
-from cfsrdelta_arch.data.paired_cached_base_dataset import encode_base
 from cfsrdelta_arch.archs.back_projection import BackProjection, consistency_residual
 from cfsrdelta_arch.utils.image_io import image_to_tensor
 from cfsrdelta_arch.archs.bicubic_layers import BicubicDown, BicubicUp

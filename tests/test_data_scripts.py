@@ -16,11 +16,11 @@ import pytest
 import torch
 from basicsr.data.paired_image_dataset import PairedImageDataset
 
-from conftest import (ROOT, TINY_CFSR, assert_cache_matches, cache_options, coordinate_image, read_tree,
-                      write_garbage, write_png, write_tiny_model)
+from conftest import (ROOT, TINY_CFSR, assert_cache_matches, cache_options, coordinate_image, encode_base,
+                      read_tree, write_garbage, write_png, write_tiny_model)
 
 from cfsrdelta_arch.data import backbone_cache, builder, image_lmdb, subimages, training_split
-from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset, decode_base, encode_base
+from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset, decode_base
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop, read_image_color
 from cfsrdelta_arch.utils.image_io import image_to_tensor
 

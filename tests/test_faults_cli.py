@@ -25,8 +25,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
-from test_inference_cli import TINY_CFSR, smooth_image, write_tiny_model
+from conftest import ROOT, TINY_CFSR, read_tree, smooth_image, write_tiny_model
 
 from cfsrdelta_arch.utils.image_io import read_image, write_image
 
@@ -68,17 +67,6 @@ def run(command, cwd, log, timeout=120):
     assert proc.exitcode is not None, f'{command} did not end within {timeout} s'
     with open(f'{log}.err') as f:
         return proc.exitcode, f.read()
-
-
-def tree(folder):
-    """{relative path: bytes} of every file under ``folder``."""
-    found = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, 'rb') as f:
-                found[os.path.relpath(path, folder)] = f.read()
-    return found
 
 
 @pytest.fixture
@@ -141,10 +129,10 @@ def assert_one_line_error(status, err, needles):
 @pytest.mark.parametrize('case', FAULTS)
 def test_cli_fault_is_one_line_and_writes_nothing(work, case):
     args, needles = FAULTS[case]
-    before = tree(work)
+    before = read_tree(work)
     status, err = run(CLI + ('-i', 'in') + args, work, work.parent / 'log')
     assert_one_line_error(status, err, needles)
-    assert tree(work) == before  # no output folder, no partial file, the plain file untouched
+    assert read_tree(work) == before  # no output folder, no partial file, the plain file untouched
 
 
 def test_cli_output_folder_not_writable(work):
@@ -165,7 +153,7 @@ def test_cli_output_folder_not_writable(work):
 
 def test_export_faults(work):
     (work / 'folder.pth').mkdir()
-    before = tree(work)
+    before = read_tree(work)
     log = work.parent / 'log'
     status, err = run(EXPORT + (*NETWORK, '--pth', 'folder.pth'), work, log)
     assert_one_line_error(status, err, ['--pth folder.pth', 'is a folder'])
@@ -175,7 +163,7 @@ def test_export_faults(work):
     assert_one_line_error(status, err, ["did you mean 'CFSR'?"])
     status, err = run(EXPORT + ('--opt', 'tiny.yml', '--weights', 'truncated.pth', '--pth', 'out.pth'), work, log)
     assert_one_line_error(status, err, ['truncated.pth'])
-    assert tree(work) == before
+    assert read_tree(work) == before
 
 
 def test_ctrl_c_keeps_only_whole_images(work):

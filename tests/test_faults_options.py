@@ -26,13 +26,12 @@ import yaml
 
 from cfsrdelta_arch.app.options import check_command_line, run_cli
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
-from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError, encode_base
+from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError
 from cfsrdelta_arch.utils.fileio import OptionFileError
 from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file
-from conftest import ROOT, write_tiny_dataset
+from conftest import ROOT, TINY_CFSR, encode_base, write_tiny_dataset
 
 SCALE = 2
-TINY_CFSR = {'type': 'CFSR', 'embed_dim': 8, 'depths': [1], 'upscale': SCALE}
 PSNR = {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True}}
 FOREIGN = ('import cfsrdelta_arch; from basicsr.utils.options import parse_options; '
            'parse_options(".", is_train=False); print("parsed")')

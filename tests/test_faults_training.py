@@ -27,8 +27,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, write_tiny_dataset
-from test_pipelines import SCALE, TINY_CFSR, paired, train_options
+from conftest import ROOT, TINY_CFSR, write_tiny_dataset
+from test_pipelines import SCALE, paired, train_options
 
 VAL_FREQ = 2
 PATIENCE = 10

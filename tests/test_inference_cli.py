@@ -4,9 +4,11 @@ import os
 import cv2
 import numpy as np
 import pytest
-from conftest import official_weights, require_shared, smooth_image, write_tiny_model
+import torch
+from conftest import TINY_CFSR, official_weights, require_shared, smooth_image, write_tiny_model
 
 from cfsrdelta_arch.app.cli import main
+from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.utils.image_io import read_image, write_image
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, read_image_color
 from cfsrdelta_arch.app.engine import DEFAULT_TILE_OVERLAP, SREngine

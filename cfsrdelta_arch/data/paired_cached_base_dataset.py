@@ -145,14 +145,6 @@ def decode_base(buf):
     return img.astype(np.float32) / 65535.0
 
 
-def encode_base(img):
-    """Encode a float BGR (H, W, 3) image in [0, 1] as 16-bit PNG bytes (quantisation step 1.5e-5)."""
-    ok, buf = cv2.imencode('.png', np.clip(np.round(img * 65535.0), 0, 65535).astype(np.uint16))
-    if not ok:
-        raise RuntimeError('PNG encoding failed')
-    return buf.tobytes()
-
-
 @DATASET_REGISTRY.register()
 class PairedCachedBaseDataset(data.Dataset):
     """Paired LR/HR images with the frozen backbone's output for each LR, precomputed once.
