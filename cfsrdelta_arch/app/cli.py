@@ -138,8 +138,8 @@ def check_writable_folder(folder, label):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        where = 'it' if existing == os.path.abspath(folder) else existing
-        raise ValueError(f'{label}: {where} is a file, not a folder; choose another output folder')
+        shown = folder if existing == os.path.abspath(folder) else existing
+        raise ValueError(f'{label}: {shown} is a file, not a folder; choose another output folder')
     try:
         fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=existing)
     except OSError as err:
