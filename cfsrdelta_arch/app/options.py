@@ -25,13 +25,12 @@ import basicsr.utils.options as basicsr_options
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError, checked_pairs
-from cfsrdelta_arch.utils.fileio import OptionFileError, OrderedSafeLoader, load_yaml
+from cfsrdelta_arch.utils.fileio import OptionFileError, OrderedSafeDumper, OrderedSafeLoader, load_yaml
 from cfsrdelta_arch.utils.weights import CheckpointError
 
 # The exceptions that mean "the user gave something unusable"; their messages are one line.
 USER_ERRORS = (OptionFileError, CheckpointError, DatasetError)
 
-_basicsr_ordered_yaml = basicsr_options.ordered_yaml
 _basicsr_parse_options = basicsr_options.parse_options
 
 # Keys BasicSR reads with opt[key] (a KeyError traceback when absent), by where they are needed.
@@ -50,8 +49,9 @@ WEIGHT_KEYS = ('backbone_weights',)
 
 
 def safe_ordered_yaml():
-    """Stand-in for ``basicsr.utils.options.ordered_yaml``: (safe loader keeping key order, BasicSR's dumper)."""
-    return OrderedSafeLoader, _basicsr_ordered_yaml()[1]
+    """Stand-in for ``basicsr.utils.options.ordered_yaml``: (safe loader, safe dumper), both keeping key
+    order. BasicSR's own registers its constructor on PyYAML's full (unsafe) Loader on every call."""
+    return OrderedSafeLoader, OrderedSafeDumper
 
 
 def command_line(argv=None):

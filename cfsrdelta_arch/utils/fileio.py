@@ -74,6 +74,16 @@ def _construct_ordered_mapping(loader, node):
 OrderedSafeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_ordered_mapping)
 
 
+class OrderedSafeDumper(yaml.SafeDumper):
+    """YAML's safe dumper writing ``OrderedDict`` as a plain mapping in its key order (the dumper half
+    of BasicSR's ``ordered_yaml``, without touching PyYAML's unsafe classes)."""
+
+
+OrderedSafeDumper.add_representer(
+    OrderedDict, lambda dumper, data: dumper.represent_mapping(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                                               data.items()))
+
+
 def yaml_error_message(err, path):
     """One line for a ``yaml.YAMLError`` raised while parsing ``path``: ``file:line:column: reason``."""
     mark = getattr(err, 'problem_mark', None)
