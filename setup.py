@@ -18,7 +18,8 @@ setup(
         'torch>=2.0',
         'torchvision',
         'opencv-python',
-        'Pillow',  # gray+alpha PNGs (OpenCV encodes 1, 3 or 4 channels only)
+        'Pillow',  # image headers without decoding (dataset pair checks)
+        'pypng',  # gray+alpha PNGs, 8 and 16 bit (OpenCV encodes 1, 3 or 4 channels only)
         'numpy',
         'pyyaml',
         'lmdb',

@@ -9,7 +9,7 @@ from conftest import TINY_CFSR, official_weights, require_shared, smooth_image, 
 
 from cfsrdelta_arch.app.cli import main
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
-from cfsrdelta_arch.utils.image_io import read_image, write_image
+from cfsrdelta_arch.utils.image_io import PNG_GRAY_ALPHA, read_image, write_image
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, read_image_color
 from cfsrdelta_arch.app.engine import DEFAULT_TILE_OVERLAP, SREngine
 
@@ -153,19 +153,20 @@ def test_clear_errors(tiny, inputs, tmp_path, capsys):
 
 
 def test_read_write_roundtrip(tmp_path):
-    """RGB order, 16 bit and alpha survive write_image/read_image; gray+alpha too (8-bit PNG), or
-    becomes RGBA with R = G = B (16 bit) or gray (JPEG)."""
+    """RGB order, 16 bit and alpha survive write_image/read_image (also from a BGR array); gray+alpha
+    too (8- and 16-bit PNG, colour type 4 in the file), or becomes gray (JPEG)."""
     img = np.random.default_rng(1).integers(0, 65536, (5, 7, 4), dtype=np.uint16)
     write_image(str(tmp_path / 'a.png'), img)
     np.testing.assert_array_equal(read_image(str(tmp_path / 'a.png')), img)
     bgr = cv2.imread(str(tmp_path / 'a.png'), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(bgr[..., 0], img[..., 2])
-    gray_alpha = img[..., 1:3]
-    write_image(str(tmp_path / 'ga16.png'), gray_alpha)
-    np.testing.assert_array_equal(read_image(str(tmp_path / 'ga16.png')), gray_alpha[..., [0, 0, 0, 1]])
-    gray_alpha = (gray_alpha >> 8).astype(np.uint8)
-    write_image(str(tmp_path / 'ga8.png'), gray_alpha)
-    np.testing.assert_array_equal(read_image(str(tmp_path / 'ga8.png')), gray_alpha)
+    write_image(str(tmp_path / 'b.png'), bgr, bgr=True)
+    np.testing.assert_array_equal(read_image(str(tmp_path / 'b.png')), img)
+    for gray_alpha in (img[..., 1:3], (img[..., 1:3] >> 8).astype(np.uint8)):
+        path = tmp_path / f'ga{gray_alpha.itemsize * 8}.png'
+        write_image(str(path), gray_alpha)
+        assert path.read_bytes()[25] == PNG_GRAY_ALPHA  # not RGBA
+        np.testing.assert_array_equal(read_image(str(path)), gray_alpha)
     write_image(str(tmp_path / 'ga8.jpg'), gray_alpha)
     assert read_image(str(tmp_path / 'ga8.jpg')).shape == (5, 7)
 

@@ -14,8 +14,8 @@ Images: PNG, JPEG, BMP, TIFF (8 or 16 bit), gray, gray+alpha, RGB or RGBA. Each 
 input's layout and bit depth: gray stays gray (the network sees the gray plane as RGB and the
 output is the mean of its three channels), 16-bit stays 16-bit (unless --ext jpg/webp/bmp), an
 alpha plane is kept, upscaled by bicubic interpolation (default) or by the network (--alpha
-network). Gray+alpha is written as gray+alpha to 8-bit PNG, as RGBA otherwise (OpenCV and Pillow
-write no 16-bit gray+alpha), as gray to JPEG.
+network). Gray+alpha is written as gray+alpha to PNG (8 or 16 bit), as gray to JPEG, as RGBA with
+R = G = B otherwise.
 
 Large images: --tile 256 runs the image in 256x256 LR tiles with --tile-overlap pixels of context;
 memory then grows with the 8/16-bit output only (float data is held per tile). With the default

@@ -16,15 +16,16 @@ import yaml
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, suffix='.part'):
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed to ``path``.
 
     On an exception the temporary file is removed and ``path`` is left as it was. Parent folders
-    are created.
+    are created. ``suffix`` ends the temporary name (e.g. '.part.png' for writers that pick the
+    format from the extension).
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.part', dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix=suffix, dir=folder)
     os.close(fd)
     try:
         yield tmp

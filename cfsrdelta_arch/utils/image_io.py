@@ -15,7 +15,6 @@ image arrays and network tensors (:func:`image_to_tensor`, :func:`tensor_to_imag
 Files are written atomically (a temporary file renamed over the target), so an interrupted or
 killed run leaves no truncated image.
 """
-import io
 import os
 
 import cv2
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cfsrdelta_arch.utils.fileio import write_bytes_atomic
+from cfsrdelta_arch.utils.fileio import atomic_path
 
 # Formats that only store 8 bits per sample: 16-bit images are reduced (round(v / 257)) before writing.
 EIGHT_BIT_ONLY = ('.jpg', '.jpeg', '.webp', '.bmp')
@@ -143,42 +142,51 @@ def fit_to_format(img, ext):
     """Adapt an image to what the file format ``ext`` ('.png', '.jpg', ...) can store.
 
     8-bit-only formats get uint16 reduced to uint8 (round(v / 257)); JPEG drops the alpha plane
-    (gray+alpha becomes gray). Gray+alpha stays as it is only for an 8-bit PNG (written with
-    Pillow: OpenCV encodes 1, 3 or 4 channels only, and Pillow has no 16-bit gray+alpha); for
-    every other format and for 16 bits it becomes RGBA with R = G = B. Everything else is
-    returned unchanged.
+    (gray+alpha becomes gray). Gray+alpha stays as it is for PNG (8 or 16 bits, written with
+    pypng: OpenCV encodes 1, 3 or 4 channels only) and becomes RGBA with R = G = B for every other
+    format. Everything else is returned unchanged.
     """
     ext = ext.lower()
     if ext in NO_ALPHA and img.ndim == 3 and img.shape[2] in (2, 4):
         img = img[..., 0] if img.shape[2] == 2 else img[..., :3]
     if ext in EIGHT_BIT_ONLY and img.dtype == np.uint16:
         img = np.round(img / 257.0).astype(np.uint8)
-    if img.ndim == 3 and img.shape[2] == 2 and (ext != '.png' or img.dtype != np.uint8):
+    if img.ndim == 3 and img.shape[2] == 2 and ext != '.png':
         img = img[..., [0, 0, 0, 1]]
     return img
 
 
-def write_image(path, img):
+def _write_png_gray_alpha(path, img):
+    """Write a gray+alpha (H, W, 2) uint8/uint16 image as a PNG of colour type 4, row by row."""
+    import png  # pypng: the PNG writer that has 16-bit gray+alpha (OpenCV and Pillow do not)
+    height, width = img.shape[:2]
+    big_endian = img.dtype.newbyteorder('>')  # PNG stores 16-bit samples big-endian
+    writer = png.Writer(width, height, greyscale=True, alpha=True, bitdepth=8 * img.dtype.itemsize)
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        writer.write_packed(f, (row.astype(big_endian).tobytes() for row in img.reshape(height, -1)))
+
+
+def write_image(path, img, bgr=False):
     """Write a gray/gray+alpha/RGB/RGBA uint8/uint16 image atomically; the format follows the
     file extension.
 
     The image is first adapted with :func:`fit_to_format`; missing parent folders are created.
+    ``bgr``: a colour image is in OpenCV's BGR(A) order. It is what OpenCV encodes, so no swapped
+    copy is made; and OpenCV encodes straight into the (temporary) file, so no encoded copy is held
+    either: writing needs no memory beyond ``img`` (what keeps large tiled outputs cheap).
 
     Raises:
         OSError: the format is unknown to OpenCV or the file cannot be written.
     """
     ext = os.path.splitext(path)[1].lower()
     img = fit_to_format(img, ext)
-    if img.ndim == 3 and img.shape[2] == 2:  # 8-bit gray+alpha PNG (see fit_to_format)
-        from PIL import Image
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format='PNG')  # (H, W, 2) uint8 is Pillow's 'LA' mode
-        write_bytes_atomic(path, buf.getbuffer())
+    if img.ndim == 3 and img.shape[2] == 2:
+        _write_png_gray_alpha(path, img)
         return
-    try:
-        ok, buf = cv2.imencode(ext, _swap_rb(img))
-    except cv2.error:
-        ok = False
-    if not ok:
-        raise OSError(f'{path}: cannot encode a {img.dtype} {img.shape} image as {ext or "(no extension)"}')
-    write_bytes_atomic(path, buf)
+    with atomic_path(path, suffix=f'.part{ext}') as tmp:
+        try:
+            ok = cv2.imwrite(tmp, img if bgr else _swap_rb(img))
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise OSError(f'{path}: cannot encode a {img.dtype} {img.shape} image as {ext or "(no extension)"}')
