@@ -244,8 +244,8 @@ def test_undersized_lr_fails_instead_of_scoring(runs, world):
     assert 'psnr' not in (runs['undersized_lr'].stdout + runs['undersized_lr'].stderr).lower()
 
 
-def test_checkpoint_of_another_scale_is_one_line(runs):
-    one_line_error(runs['checkpoint_scale'], 'checkpoint is a x2 CFSR', 'built for x4')
+def test_checkpoint_of_another_scale_is_one_line(runs, world):
+    one_line_error(runs['checkpoint_scale'], world['ckpt'], 'checkpoint is a x2 CFSR', 'built for x4')
 
 
 def test_make_benchmark_lr_names_an_hr_smaller_than_the_scale(runs, world):
@@ -302,6 +302,14 @@ MISTAKES = [
     ('no_dataset_type', False, {'datasets.test_1.type': DROP}, OptionFileError, ['missing key datasets.test_1.type']),
     ('no_dataroot_gt', False, {'datasets.test_1.dataroot_gt': DROP}, OptionFileError,
      ['missing key datasets.test_1.dataroot_gt']),
+    ('optimizer_typo', True, {'train.optim_g.type': 'AdamWW'}, OptionFileError,
+     ['train.optim_g', "optimizer type 'AdamWW'", "did you mean 'AdamW'"]),
+    ('optimizer_option_typo', True, {'train.optim_g.betaz': [0.9, 0.99]}, OptionFileError,
+     ['train.optim_g (Adam)', "'betaz'", "did you mean 'betas'"]),
+    ('scheduler_typo', True, {'train.scheduler.type': 'CosineAnnealingLR'}, OptionFileError,
+     ['train.scheduler', "did you mean 'CosineAnnealingRestartLR'"]),
+    ('scheduler_option_missing', True, {'train.scheduler.milestones': DROP}, OptionFileError,
+     ['train.scheduler (MultiStepLR)', "'milestones'"]),
     ('no_total_iter', True, {'train.total_iter': DROP}, OptionFileError, ['missing key train.total_iter']),
     ('no_train_set', True, {'datasets.train': DROP}, OptionFileError, ['missing key datasets.train']),
     ('missing_lr_folder', False, {'datasets.test_1.dataroot_lq': '/nonexistent/LR'}, OptionFileError,

@@ -23,7 +23,7 @@ from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_o
 from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
 from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
-from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file
+from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file, naming_checkpoint
 
 ALPHA_MODES = ('bicubic', 'network')
 SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
@@ -205,15 +205,11 @@ def load_inference_network(network_opt, weights, param_key='params'):
             raise CheckpointError(f'{weights} holds a refiner only: the backbone weights are needed too '
                                   '(network_g.backbone_weights in the option file)')
     try:
-        net = build_from_options(network_opt)  # BackboneDelta loads its backbone here
-    except CheckpointError as err:
-        raise CheckpointError(f'backbone {network_opt.get("backbone_weights")}: {err}') from None
+        net = build_from_options(network_opt)  # BackboneDelta loads its backbone here (errors name the file)
     except TypeError as err:  # an argument the arch does not take, e.g. a misspelt option
         raise ValueError(f'network options {network_opt}: {err}') from None
-    try:
+    with naming_checkpoint(weights):
         load_state(net, state)
-    except CheckpointError as err:
-        raise CheckpointError(f'{weights}: {err}') from None
     net.requires_grad_(False)
     return to_deploy(net.eval())
 

@@ -22,9 +22,11 @@ import basicsr
 import basicsr.test
 import basicsr.train
 import basicsr.utils.options as basicsr_options
+import torch
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError, checked_pairs
+from cfsrdelta_arch.models.ttasr_model import SCHEDULERS, optimizer_names
 from cfsrdelta_arch.utils.fileio import OptionFileError, OrderedSafeDumper, OrderedSafeLoader, load_yaml
 from cfsrdelta_arch.utils.weights import CheckpointError
 
@@ -146,16 +148,36 @@ def option(opt, dotted, where=''):
     return value
 
 
-def check_registered(registry, kind, name, where):
-    """Raise :class:`OptionFileError` unless ``name`` is in ``registry`` (BasicSR's '<name>_basicsr'
-    fallback included), suggesting the closest registered name."""
-    names = {n[:-len('_basicsr')] if n.endswith('_basicsr') else n for n in registry.keys()}
+def check_name(name, names, kind, where, missing='is not registered', listed='registered'):
+    """Raise :class:`OptionFileError` unless ``name`` is one of ``names``, suggesting the closest one."""
     if name in names:
         return
     by_lower = {n.lower(): n for n in names}
     close = difflib.get_close_matches(str(name).lower(), by_lower, n=1)
-    hint = f"did you mean '{by_lower[close[0]]}'?" if close else f"registered: {', '.join(sorted(names))}"
-    raise OptionFileError(f"{where}: {kind} type '{name}' is not registered; {hint}")
+    hint = f"did you mean '{by_lower[close[0]]}'?" if close else f"{listed}: {', '.join(sorted(names))}"
+    raise OptionFileError(f"{where}: {kind} type '{name}' {missing}; {hint}")
+
+
+def check_registered(registry, kind, name, where):
+    """:func:`check_name` against a BasicSR registry (its '<name>_basicsr' fallback included)."""
+    check_name(name, {n[:-len('_basicsr')] if n.endswith('_basicsr') else n for n in registry.keys()},
+               kind, where)
+
+
+def check_optimization(train):
+    """``train.optim_*`` (any torch.optim optimizer, see TTASRModel) and ``train.scheduler`` (one of
+    BasicSR's): names and options, checked like the registry sections."""
+    for key, section in train.items():
+        if key.startswith('optim_') and isinstance(section, dict):
+            name = option(section, 'type', f'train.{key}.')
+            check_name(name, optimizer_names(), 'optimizer', f'train.{key}', 'is not in torch.optim', 'available')
+            kwargs = {k: v for k, v in section.items() if k != 'type'}
+            check_call(getattr(torch.optim, name), {'params': None, **kwargs}, f'train.{key} ({name})')
+    section = option(train, 'scheduler', 'train.')
+    name = option(section, 'type', 'train.scheduler.')
+    check_name(name, SCHEDULERS, 'scheduler', 'train.scheduler', "is not one of BasicSR's", 'available')
+    kwargs = {k: v for k, v in section.items() if k != 'type'}
+    check_call(SCHEDULERS[name], {'optimizer': None, **kwargs}, f'train.scheduler ({name})')
 
 
 def registered_class(registry, name):
@@ -265,6 +287,8 @@ def check_options(opt, is_train):
     for key in opt:
         if key.startswith('network_'):
             check_network(option(opt, key), key, scale)
+    if is_train:
+        check_optimization(opt['train'])
     for key, section in (opt.get('train') or {}).items():
         if key.endswith('_opt') and isinstance(section, dict):
             check_typed(LOSS_REGISTRY, 'loss', section, f'train.{key}')

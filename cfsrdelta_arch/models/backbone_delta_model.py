@@ -5,7 +5,7 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from cfsrdelta_arch.utils.weights import load_state_dict_file
+from cfsrdelta_arch.utils.weights import load_state_dict_file, naming_checkpoint
 from .ttasr_model import TTASRModel
 
 
@@ -33,7 +33,9 @@ class BackboneDeltaModel(TTASRModel):
     def load_network(self, net, load_path, strict=True, param_key='params'):
         """Load refiner weights, or a whole BackboneDelta when the file has ``backbone.*`` keys."""
         net = self.get_bare_model(net)
-        target = net.load_refiner_or_whole(load_state_dict_file(load_path, param_key), strict=strict)
+        state_dict = load_state_dict_file(load_path, param_key)
+        with naming_checkpoint(load_path):
+            target = net.load_refiner_or_whole(state_dict, strict=strict)
         get_root_logger().info(f'Loaded {target.__class__.__name__} from {load_path} [{param_key}]')
 
     def setup_optimizers(self):
@@ -47,11 +49,6 @@ class BackboneDeltaModel(TTASRModel):
         frozen = sum(p.numel() for p in self.get_bare_model(self.net_g).backbone.parameters())
         get_root_logger().info(f'Training {sum(p.numel() for p in params):,d} refiner parameters; '
                                f'{frozen:,d} backbone parameters frozen')
-
-    def get_optimizer(self, optim_type, params, lr, **kwargs):
-        if optim_type == 'AdamW':
-            return torch.optim.AdamW(params, lr, **kwargs)
-        return super().get_optimizer(optim_type, params, lr, **kwargs)
 
     def model_ema(self, decay=0.999):
         """EMA of the refiner; the frozen backbone is copied, not averaged (``x*d + x*(1-d)`` is not

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import torch
+from basicsr.models import lr_scheduler
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
@@ -14,7 +15,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from cfsrdelta_arch.utils.fileio import torch_save_atomic, write_text_atomic
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
-from cfsrdelta_arch.utils.weights import load_state_dict_file
+from cfsrdelta_arch.utils.weights import load_weights
 
 
 class EarlyStopping(SystemExit):
@@ -41,6 +42,17 @@ class NonFiniteLoss(SystemExit):
     def __init__(self, message):
         super().__init__(1)
         self.message = message
+
+
+# The schedulers BasicSR 1.4.2's setup_schedulers builds, by the option's ``type``.
+SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
+              'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
+
+
+def optimizer_names():
+    """Names of torch.optim's optimizers (Adam, AdamW, SGD, ...), which ``train.optim_g.type`` may name."""
+    return sorted(name for name, obj in vars(torch.optim).items()
+                  if isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer)
 
 
 def resolve_device_count(opt):
@@ -89,7 +101,8 @@ class TTASRModel(SRModel):
     - upstream checkpoints are sha256-verified and a wrong network/scale is one clear error line;
     - ``num_gpu`` larger than the machine's GPU count falls back to the CPU with a warning.
 
-    Training (any network, e.g. CFSR from scratch):
+    Training (``train.optim_g.type``: any torch.optim optimizer, e.g. Adam, AdamW, SGD; BasicSR 1.4.2
+    builds Adam only) (any network, e.g. CFSR from scratch):
     - ``val.save_best: true``: ``net_g_best.pth`` and ``best.json`` (dataset, metric, value, iter) are
       written whenever the first metric on the first validation set improves by more than
       ``val.early_stopping.min_delta`` (default 0);
@@ -109,7 +122,10 @@ class TTASRModel(SRModel):
     def load_network(self, net, load_path, strict=True, param_key='params'):
         net = self.get_bare_model(net)
         get_root_logger().info(f'Loading {net.__class__.__name__} from {load_path} [{param_key}]')
-        net.load_state_dict(load_state_dict_file(load_path, param_key), strict=strict)
+        load_weights(net, load_path, param_key, strict)
+
+    def get_optimizer(self, optim_type, params, lr, **kwargs):
+        return getattr(torch.optim, optim_type)(params, lr, **kwargs)  # the name is checked with the options
 
     def _network_for_test(self):
         return self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g

@@ -3,6 +3,7 @@ errors for a checkpoint of the wrong network or scale.
 
 Used by the models (through BasicSR's option files), the inference CLI and the export script.
 """
+import contextlib
 import hashlib
 import os
 
@@ -126,7 +127,22 @@ def check_state_dict(net, state_dict, arch_name, scale_key=None, scale_of=None, 
                               'network with deploy: false, or merge it first')
 
 
+@contextlib.contextmanager
+def naming_checkpoint(path):
+    """Prefix a :class:`CheckpointError` raised inside with ``path``: the networks' checks
+    (:func:`check_state_dict`) see tensors, not the file they came from."""
+    try:
+        yield
+    except CheckpointError as err:
+        if str(path) in str(err):
+            raise
+        raise CheckpointError(f'{path}: {err}') from None
+
+
 def load_weights(net, path, param_key='params', strict=True):
-    """Load a checkpoint file into ``net`` (verified, unwrapped, checked) and return ``net``."""
-    net.load_state_dict(load_state_dict_file(path, param_key), strict=strict)
+    """Load a checkpoint file into ``net`` (verified, unwrapped, checked) and return ``net``; errors
+    name the file."""
+    state_dict = load_state_dict_file(path, param_key)
+    with naming_checkpoint(path):
+        net.load_state_dict(state_dict, strict=strict)
     return net
