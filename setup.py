@@ -30,6 +30,7 @@ setup(
         'demo': ['scikit-image'],
         'onnx': ['onnx', 'onnxruntime'],
         'figures': ['matplotlib'],
+        'spandrel': ['spandrel'],  # cfsrdelta_arch.register_spandrel(): spandrel/chaiNNer model loading
     },
     entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.app.cli:main']},
 )

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from basicsr.utils.matlab_functions import imresize
+from basicsr.utils.matlab_functions import calculate_weights_indices, imresize
 from conftest import encode_base
 from test_data_scripts import load_script
 
@@ -17,7 +17,7 @@ from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.archs.back_projection import BackProjection, consistency_residual
 from cfsrdelta_arch.utils.image_io import image_to_tensor
-from cfsrdelta_arch.archs.bicubic_layers import BicubicDown, BicubicUp
+from cfsrdelta_arch.archs.bicubic_layers import BicubicDown, BicubicUp, _interior_taps
 from cfsrdelta_arch.utils.flops import count_conv_macs
 from cfsrdelta_arch.utils.inference import dihedral
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample
@@ -47,6 +47,16 @@ def test_bicubic_down_and_up_match_basicsr_imresize(scale):
     assert torch.allclose(BicubicDown(scale)(to_t(hr)), to_t(imresize(hr, 1 / scale)), atol=1e-5)
     assert torch.allclose(BicubicUp(scale)(to_t(lr)), to_t(imresize(lr, scale)), atol=1e-5)
 
+
+
+@pytest.mark.parametrize('scale', SCALES)
+def test_tap_weights_are_bit_identical_to_basicsr(scale):
+    """The archs compute MATLAB's bicubic taps themselves (no BasicSR needed): same bits as BasicSR's."""
+    for in_length, out_length, factor in ((8 * scale, 8, 1 / scale), (8, 8 * scale, float(scale))):
+        weights, indices, sym_start, _ = calculate_weights_indices(in_length, out_length, factor, 'cubic', 4, True)
+        own_weights, own_first = _interior_taps(in_length, out_length, factor)
+        assert torch.equal(own_weights, weights.double())
+        assert torch.equal(own_first, indices[:, 0].long() - sym_start)
 
 def test_fixed_bicubic_convs_are_counted_as_macs():
     """Their F.conv2d calls are invisible to Conv2d hooks; they report themselves (utils/flops.py)."""

@@ -106,13 +106,13 @@ def test_engine_layouts_against_the_network(tiny):
     rgb = smooth_image(H, W)[..., ::-1].copy()
     gray = rgb[..., 1].copy()
     ramp = np.tile(np.linspace(0, 255, W).astype(np.uint8), (H, 1))
-    np.testing.assert_array_equal(engine.enhance(rgb), network_output(tiny[1], rgb))
+    np.testing.assert_array_equal(engine.enhance(rgb, channel_order='rgb'), network_output(tiny[1], rgb))
     np.testing.assert_array_equal(engine.enhance(gray), network_output(tiny[1], gray))
     # Alpha (RGBA and gray+alpha): the colour as without alpha, the alpha plane bicubic-upscaled
     # (within one level of float bicubic) or, with alpha_mode 'network', run like a gray image.
     bicubic = cv2.resize(ramp.astype(np.float32), (2 * W, 2 * H), interpolation=cv2.INTER_CUBIC)
     for img, color in ((np.dstack([rgb, ramp]), rgb), (np.dstack([gray, ramp]), gray)):
-        out = engine.enhance(img)
+        out = engine.enhance(img, channel_order='rgb')
         assert out.shape == (2 * H, 2 * W, img.shape[2]) and out.dtype == np.uint8
         np.testing.assert_array_equal(out[..., :-1].squeeze(-1) if color.ndim == 2 else out[..., :3],
                                       network_output(tiny[1], color))
@@ -120,7 +120,7 @@ def test_engine_layouts_against_the_network(tiny):
     engine.alpha_mode = 'network'
     np.testing.assert_array_equal(engine.enhance(np.dstack([gray, ramp]))[..., 1], network_output(tiny[1], ramp))
     # Opaque alpha stays exactly opaque, also in 'network' mode.
-    assert (engine.enhance(np.dstack([rgb, np.full((H, W), 255, np.uint8)]))[..., 3] == 255).all()
+    assert (engine.enhance(np.dstack([rgb, np.full((H, W), 255, np.uint8)]), channel_order='rgb')[..., 3] == 255).all()
 
 
 def test_tiled_engine_matches_the_network(tiny):
@@ -129,9 +129,9 @@ def test_tiled_engine_matches_the_network(tiny):
     engine = SREngine.from_option_file(tiny[0], weights=tiny[1], device='cpu', tile_size=8, tile_overlap=16)
     rgb = smooth_image(H, W)
     for img in (rgb, rgb[..., 0].copy()):
-        assert np.abs(engine.enhance(img).astype(int) - network_output(tiny[1], img)).max() <= 1
+        assert np.abs(engine.enhance(img, channel_order='rgb').astype(int) - network_output(tiny[1], img)).max() <= 1
     engine.tile_overlap = 0
-    assert np.abs(engine.enhance(rgb).astype(int) - network_output(tiny[1], rgb)).max() > 1
+    assert np.abs(engine.enhance(rgb, channel_order='rgb').astype(int) - network_output(tiny[1], rgb)).max() > 1
 
 
 def test_refuses_to_overwrite_inputs(tiny, inputs, capsys):
@@ -178,11 +178,11 @@ def test_tiled_matches_whole_image_official_cfsr():
     hr = read_image_color(os.path.join(require_shared('datasets', 'benchmark', 'Set14', 'HR'), 'monarch.png'))
     lr = np.ascontiguousarray(bicubic_downsample(hr, 4)[16:112, 48:144, ::-1])
     engine = SREngine.from_weights('CFSR', official_weights('CFSR_x4.pth'), 4, device='cpu')
-    whole = engine.enhance(lr)
+    whole = engine.enhance(lr, channel_order='rgb')
     engine.tile_size = 32
     assert engine.tile_overlap == DEFAULT_TILE_OVERLAP and 32 + DEFAULT_TILE_OVERLAP < 96  # corner tiles
-    tiled = engine.enhance(lr)
+    tiled = engine.enhance(lr, channel_order='rgb')
     assert tiled.shape == whole.shape == (384, 384, 3)
     assert np.abs(tiled.astype(int) - whole).max() <= 1
     engine.tile_overlap = 0  # the check is sensitive: without context the seams show
-    assert np.abs(engine.enhance(lr).astype(int) - whole).max() > 1
+    assert np.abs(engine.enhance(lr, channel_order='rgb').astype(int) - whole).max() > 1

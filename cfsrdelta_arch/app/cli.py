@@ -223,7 +223,7 @@ def plan_outputs(inputs, out_dir, suffix, ext):
 
 def process(engine, src, dst):
     """Read, super-resolve and write one image; returns the output's (H, W[, C])."""
-    sr = engine.enhance(read_image(src))
+    sr = engine.enhance(read_image(src), channel_order='rgb')
     write_image(dst, sr)
     return sr.shape
 

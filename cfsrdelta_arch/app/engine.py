@@ -8,7 +8,8 @@ into deploy form on load. Tiling and self-ensemble come from :mod:`cfsrdelta_arc
 Example::
 
     engine = SREngine.from_weights('CFSR', 'weights/official/CFSR_x4.pth', scale=4, tile_size=256)
-    sr = engine.enhance(read_image('photo.png'))   # same layout and dtype, 4x larger
+    sr = engine.enhance(cv2.imread('photo.png'), channel_order='bgr')   # same layout and dtype, 4x larger
+    sr = engine.enhance(PIL.Image.open('photo.png'))                    # a PIL image, 4x larger
 """
 import difflib
 import inspect
@@ -18,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
+from PIL import Image
 
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
 from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
@@ -26,6 +28,8 @@ from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file, naming_checkpoint
 
 ALPHA_MODES = ('bicubic', 'network')
+CHANNEL_ORDERS = ('rgb', 'bgr')
+PIL_MODES = ('L', 'LA', 'RGB', 'RGBA', 'I;16')  # np.asarray/Image.fromarray map them to the array layouts
 SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
 
 
@@ -296,47 +300,101 @@ class SREngine:
         in [0, 1] on the CPU, clamped."""
         return self._run(x).clamp_(0, 1).cpu()
 
-    def _sr_into(self, planes, out):
-        """Super-resolve gray (H, W) or RGB (H, W, 3) uint8/uint16 planes into ``out`` ((s*H, s*W) or
-        (s*H, s*W, 3), e.g. a view of the output image), tile by tile: only the LR input and one
-        tile are held as floats. A gray plane's output is the mean of the three output channels."""
+    def _sr_into(self, planes, out, bgr=False):
+        """Super-resolve gray (H, W) or color (H, W, 3) planes (uint8/uint16/float) into ``out`` ((s*H, s*W)
+        or (s*H, s*W, 3), same dtype, e.g. a view of the output image), tile by tile: only the LR input
+        and one tile are held as floats. A gray plane's output is the mean of the three output
+        channels; ``bgr``: the color planes are in OpenCV's order (the network sees RGB)."""
         def store(rows, cols, sr):
             if out.ndim == 2:
                 sr = sr.clamp(0, 1).mean(1, keepdim=True)
-            out[rows, cols] = tensor_to_image(sr, out.dtype)
+            out[rows, cols] = tensor_to_image(sr, out.dtype, bgr=bgr)
 
-        self._run(image_to_tensor(planes), store)
+        self._run(image_to_tensor(planes, bgr=bgr), store)
 
     def _upscale_alpha_into(self, alpha, out):
-        """Upscale an alpha plane (H, W) into ``out`` (s*H, s*W), same dtype (uint8/uint16)."""
+        """Upscale an alpha plane (H, W) into ``out`` (s*H, s*W), same dtype (uint8/uint16/float)."""
         if alpha.min() == alpha.max():  # e.g. fully opaque: nothing to interpolate
             out[...] = alpha.flat[0]
         elif self.alpha_mode == 'network':
             self._sr_into(alpha, out)
+        elif np.issubdtype(alpha.dtype, np.floating):  # OpenCV resizes float32 planes, without saturation
+            out[...] = np.clip(cv2.resize(alpha.astype(np.float32), out.shape[::-1], interpolation=cv2.INTER_CUBIC), 0, 1)
         else:  # OpenCV resizes integer planes directly, rounded and saturated: no float copy
             out[...] = cv2.resize(alpha, out.shape[::-1], interpolation=cv2.INTER_CUBIC)
 
     @torch.inference_mode()
-    def enhance(self, img):
-        """Super-resolve an image array, keeping its layout and dtype.
+    def enhance(self, img, channel_order=None):
+        """Super-resolve an image, returned as the same kind of object with the same layout and dtype.
 
         Args:
-            img (np.ndarray): (H, W) gray, (H, W, 2) gray+alpha, (H, W, 3) RGB or (H, W, 4) RGBA;
-                uint8 or uint16. Gray runs through the network replicated to RGB and comes back
-                as the mean of the three output channels; alpha is upscaled by ``alpha_mode``.
+            img: one of
+                - ``np.ndarray`` (H, W) gray, (H, W, 2) gray+alpha, (H, W, 3) color or (H, W, 4)
+                  color+alpha; uint8, uint16 or float (in [0, 1]). Color arrays need ``channel_order``.
+                - ``PIL.Image.Image`` of mode L, LA, RGB, RGBA or I;16 (16-bit gray): the mode says
+                  the channel order.
+                - ``torch.Tensor`` (N, 3, H, W) or (3, H, W), float in [0, 1], RGB (or BGR with
+                  ``channel_order='bgr'``), any device.
+            channel_order (str | None): 'bgr' for OpenCV arrays (``cv2.imread``, BasicSR/Real-ESRGAN
+                code), 'rgb' for PIL/imageio/skimage arrays and :func:`read_image`. Required for a
+                3- or 4-channel numpy array: there is no default, because a wrong guess silently
+                swaps red and blue. Gray arrays ignore it; tensors default to 'rgb'; a PIL image
+                refuses 'bgr'.
 
         Returns:
-            np.ndarray: (s*H, s*W[, C]), same dtype, rounded. With tiling, float data is held for
-            the LR input and one tile only, so memory grows with the integer output.
+            The same kind as ``img``: an array (s*H, s*W[, C]) of the same dtype and channel order
+            (integers rounded, floats clipped to [0, 1]), a PIL image of the same mode, or a tensor
+            (N, 3, s*H, s*W) / (3, s*H, s*W) of the same dtype and device, clipped to [0, 1]. Gray
+            runs through the network replicated to RGB and comes back as the mean of the three
+            output channels; alpha is upscaled by ``alpha_mode``. With tiling, float data is held
+            for the LR input and one tile only.
+
+        Raises:
+            TypeError / ValueError: unsupported object, shape, dtype, PIL mode or channel order
+                (one line).
         """
+        if channel_order not in CHANNEL_ORDERS + (None,):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        if isinstance(img, torch.Tensor):
+            return self._enhance_tensor(img, channel_order == 'bgr')
+        if isinstance(img, Image.Image):
+            if img.mode not in PIL_MODES:
+                raise ValueError(f"PIL mode '{img.mode}' is not supported ({', '.join(PIL_MODES)}); convert it "
+                                 "first, e.g. img.convert('RGB')")
+            if channel_order == 'bgr':
+                raise ValueError("a PIL image is RGB; channel_order='bgr' contradicts it (leave it out)")
+            return Image.fromarray(self._enhance_array(np.asarray(img), bgr=False))
+        if isinstance(img, np.ndarray):
+            if img.ndim == 3 and img.shape[2] in (3, 4) and channel_order is None:
+                raise ValueError("a color numpy array needs channel_order='bgr' (cv2.imread) or 'rgb' "
+                                 '(PIL, imageio, read_image)')
+            return self._enhance_array(img, bgr=channel_order == 'bgr')
+        raise TypeError(f'expected a numpy array, a PIL image or a torch tensor, got {type(img).__name__}')
+
+    def _enhance_tensor(self, x, bgr):
+        """(N, 3, H, W) or (3, H, W) float in [0, 1] -> the same layout, dtype and device, s times larger."""
+        if x.ndim not in (3, 4) or x.shape[-3] != 3:
+            raise ValueError(f'expected a tensor (N, 3, H, W) or (3, H, W), got {tuple(x.shape)}')
+        if not x.is_floating_point():
+            raise TypeError(f'expected a float tensor in [0, 1], got {x.dtype} (divide by 255 or 65535 first)')
+        lr = x.reshape((-1,) + tuple(x.shape[-3:]))
+        lr = lr.flip(1) if bgr else lr
+        sr = self.sr_tensor(lr)
+        sr = sr.flip(1) if bgr else sr
+        return sr.reshape(x.shape[:-2] + sr.shape[-2:]).to(x.device, x.dtype)
+
+    def _enhance_array(self, img, bgr):
+        """Layout- and dtype-preserving SR of a numpy image (see :meth:`enhance`); ``bgr`` for OpenCV order."""
         if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)):
-            raise ValueError(f'expected (H, W), (H, W, 2), (H, W, 3) or (H, W, 4), got {img.shape}')
+            raise ValueError(f'expected an array (H, W), (H, W, 2), (H, W, 3) or (H, W, 4), got {img.shape}')
+        if img.dtype not in (np.uint8, np.uint16) and not np.issubdtype(img.dtype, np.floating):
+            raise TypeError(f'expected uint8, uint16 or float (in [0, 1]) samples, got {img.dtype}')
         out = np.empty((img.shape[0] * self.scale, img.shape[1] * self.scale) + img.shape[2:], img.dtype)
         if img.ndim == 2:
             self._sr_into(img, out)
             return out
-        color = slice(0, 3) if img.shape[2] >= 3 else 0  # the RGB planes, or the gray plane of gray+alpha
-        self._sr_into(img[..., color], out[..., color])
+        color = slice(0, 3) if img.shape[2] >= 3 else 0  # the color planes, or the gray plane of gray+alpha
+        self._sr_into(img[..., color], out[..., color], bgr=bgr and img.shape[2] >= 3)
         if img.shape[2] in (2, 4):
             self._upscale_alpha_into(img[..., -1], out[..., -1])
         return out

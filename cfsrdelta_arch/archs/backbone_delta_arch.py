@@ -1,8 +1,8 @@
 """BackboneDelta: a frozen SR backbone followed by a trainable residual refiner, in one module."""
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from cfsrdelta_arch.utils.compat import get_arch, register_arch
 from cfsrdelta_arch.utils.inference import padded_forward
 from cfsrdelta_arch.utils.weights import load_weights
 
@@ -10,10 +10,10 @@ from cfsrdelta_arch.utils.weights import load_weights
 def build_from_options(opt):
     """Instantiate a registered arch from an option dict ``{'type': name, **kwargs}``."""
     opt = dict(opt)
-    return ARCH_REGISTRY.get(opt.pop('type'))(**opt)
+    return get_arch(opt.pop('type'))(**opt)
 
 
-@ARCH_REGISTRY.register()
+@register_arch
 class BackboneDelta(nn.Module):
     """``SR = refiner(backbone(LR), LR)``, where the refiner is residual (``sr + body(...)``).
 

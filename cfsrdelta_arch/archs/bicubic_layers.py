@@ -1,23 +1,49 @@
 """MATLAB-compatible bicubic resizing by an integer factor, as fixed convolutions.
 
-Same kernel, antialiasing and symmetric border handling as ``basicsr.utils.matlab_functions.imresize``
-(whose weight computation is reused), but batched, differentiable and ONNX-exportable, so networks
-can use the evaluation protocol's degradation model inside their forward pass.
+Same kernel, antialiasing and symmetric border handling as ``basicsr.utils.matlab_functions.imresize``,
+but batched, differentiable and ONNX-exportable, so networks can use the evaluation protocol's
+degradation model inside their forward pass. The tap weights are computed here, operation for
+operation as BasicSR's ``calculate_weights_indices`` does (tests/test_back_projection.py checks
+they are equal), so the networks need no BasicSR (spandrel support).
 """
+import math
+
 import torch
-from basicsr.utils.matlab_functions import calculate_weights_indices
 from torch import nn
 from torch.nn import functional as F
 
 
+def _cubic(x):
+    """MATLAB's cubic convolution kernel (a = -0.5), elementwise."""
+    absx = torch.abs(x)
+    absx2 = absx**2
+    absx3 = absx**3
+    return (1.5 * absx3 - 2.5 * absx2 + 1) * (absx <= 1).type_as(absx) + \
+        (-0.5 * absx3 + 2.5 * absx2 - 4 * absx + 2) * ((absx > 1) * (absx <= 2)).type_as(absx)
+
+
 def _interior_taps(in_length, out_length, scale):
-    """1-D weights and first-tap offsets of MATLAB's cubic resize for interior output pixels.
+    """1-D weights and first-tap offsets of MATLAB's cubic resize (antialiased when ``scale`` < 1).
 
     Returns (weights (out_length, taps) float64 tensor, first (out_length,) int tensor) where
     ``first[i]`` is the 0-based input index of output i's first tap before symmetric padding.
+    Computed in float32 like MATLAB's port in BasicSR, so the kernels are bit-identical to it.
     """
-    weights, indices, sym_start, _ = calculate_weights_indices(in_length, out_length, scale, 'cubic', 4, True)
-    return weights.double(), indices[:, 0].long() - sym_start
+    kernel_width = 4 / scale if scale < 1 else 4
+    x = torch.linspace(1, out_length, out_length)
+    u = x / scale + 0.5 * (1 - 1 / scale)  # output pixel centre in input coordinates (1-based)
+    left = torch.floor(u - kernel_width / 2)
+    p = math.ceil(kernel_width) + 2  # one spare tap each side, dropped below when it is zero
+    indices = left.view(out_length, 1) + torch.linspace(0, p - 1, p).view(1, p)
+    distance = u.view(out_length, 1) - indices
+    weights = scale * _cubic(distance * scale) if scale < 1 else _cubic(distance)
+    weights = weights / torch.sum(weights, 1).view(out_length, 1)
+    zeros = torch.sum(weights == 0, 0)  # as MATLAB: a first/last tap column with zeros is dropped
+    if zeros[0] != 0:
+        indices, weights = indices[:, 1:p - 1], weights[:, 1:p - 1]
+    if zeros[-1] != 0:
+        indices, weights = indices[:, :p - 2], weights[:, :p - 2]
+    return weights.double(), indices[:, 0].long() - 1
 
 
 def symmetric_pad(x, top, bottom, left, right):

@@ -1,15 +1,15 @@
 """BPRefineNet: a learned LR-resolution correction, then back-projection onto the known bicubic degradation."""
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
-from .blocks import residual_conv_body
+from cfsrdelta_arch.utils.compat import register_arch
 
 from .back_projection import BackProjection
+from .blocks import residual_conv_body
 
 
-@ARCH_REGISTRY.register()
+@register_arch
 class BPRefineNet(nn.Module):
     """``out = P(sr + pixel_shuffle(body(cat(unshuffle(sr), lr, r(sr)))), lr)``.
 

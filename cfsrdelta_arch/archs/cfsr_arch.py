@@ -9,10 +9,10 @@ Two forms share one class:
   :meth:`CFSR.merge` folds them into ``pos`` exactly and switches the module to deploy form.
 """
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from cfsrdelta_arch.utils.compat import register_arch
 from cfsrdelta_arch.utils.weights import check_state_dict
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -147,7 +147,7 @@ class Layer(nn.Module):
         return self.conv(x) + x
 
 
-@ARCH_REGISTRY.register()
+@register_arch
 class CFSR(nn.Module):
     """CFSR super-resolution network.
 

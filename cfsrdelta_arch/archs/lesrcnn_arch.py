@@ -9,11 +9,11 @@ dicts load strictly (x2 626,328, x3 810,968, x4 774,040 parameters, mean shifter
 import math
 
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
 from cfsrdelta_arch.archs.cfsr_arch import RGB_MEAN
+from cfsrdelta_arch.utils.compat import register_arch
 from cfsrdelta_arch.utils.weights import check_state_dict
 
 SCALES = (2, 3, 4)
@@ -77,7 +77,7 @@ def checkpoint_scale(state_dict):
     return 2 ** len(convs)
 
 
-@ARCH_REGISTRY.register()
+@register_arch
 class LESRCNN(nn.Module):
     """LESRCNN super-resolution network (single scale).
 

@@ -1,13 +1,14 @@
 """LRRefineNet: a refiner that works at LR resolution and sees the LR input as well as SR_base."""
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
+
+from cfsrdelta_arch.utils.compat import register_arch
 
 from .blocks import residual_conv_body
 
 
-@ARCH_REGISTRY.register()
+@register_arch
 class LRRefineNet(nn.Module):
     """``out = sr + pixel_shuffle(body(cat(pixel_unshuffle(sr), lr)))``.
 

@@ -1,11 +1,12 @@
 """RefineNet: the prior art's tiny residual post-processor, run at output (SR) resolution."""
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+
+from cfsrdelta_arch.utils.compat import register_arch
 
 from .blocks import residual_conv_body
 
 
-@ARCH_REGISTRY.register()
+@register_arch
 class RefineNet(nn.Module):
     """``out = sr + body(sr)`` with body = Conv3x3(3->w), ReLU, Conv3x3(w->w), ReLU, Conv3x3(w->3).
 

@@ -48,18 +48,24 @@ def dtype_max(dtype):
 
 
 def to_float(img):
-    """uint8/uint16 image -> float32 array of the same shape in [0, 1]."""
+    """uint8/uint16 image -> float32 array of the same shape in [0, 1]; a float image (already in
+    [0, 1], e.g. from the Python API) -> float32 unchanged in value."""
+    if np.issubdtype(img.dtype, np.floating):
+        return img.astype(np.float32)
     return img.astype(np.float32) / dtype_max(img.dtype)
 
 
 def from_float(x, dtype):
-    """float array in [0, 1] (values outside are clipped) -> ``dtype`` (uint8/uint16), rounded."""
+    """float array in [0, 1] (values outside are clipped) -> ``dtype``: uint8/uint16 rounded, a float
+    dtype as is (no rounding)."""
+    if np.issubdtype(dtype, np.floating):
+        return np.clip(x, 0, 1).astype(dtype)
     peak = dtype_max(dtype)
     return np.clip(np.round(x * peak), 0, peak).astype(dtype)
 
 
 def image_to_tensor(img, bgr=False):
-    """uint8/uint16 image (H, W) or (H, W, C) -> float32 tensor (1, C, H, W) in [0, 1] (C = 1 for gray).
+    """uint8/uint16 (or float in [0, 1]) image (H, W) or (H, W, C) -> float32 tensor (1, C, H, W) in [0, 1] (C = 1 for gray).
 
     ``bgr``: the array is in OpenCV's BGR order (cv2.imread, BasicSR's data pipeline); the tensor
     is RGB.
