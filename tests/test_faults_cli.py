@@ -259,9 +259,10 @@ def peak_extras_mib(runs):
 @pytest.mark.skipif(not os.path.exists('/proc/self/clear_refs'), reason='needs Linux /proc/self/clear_refs')
 def test_tiled_memory_grows_with_the_uint8_output(tmp_path):
     """--tile 128 at x4 in a fresh process (after a warm-up image): from a 256^2 to a 640^2 LR image
-    the peak memory above the resting process may grow by less than 5x the growth of the uint8
-    output (measured: about 3x, the output, the BGR copy OpenCV's PNG encoder needs and the
-    compressed file; when tiles were assembled as floats: about 12x)."""
+    the peak memory above the resting process may grow by less than 2x the growth of the uint8
+    output (measured: 1.6x, the output plus the larger interior tiles and allocator slack; with an
+    RGB output array, which OpenCV's encoder needs swapped and copied, and the encoded file held in
+    memory: about 3x; when tiles were assembled as floats: about 12x)."""
     opt, pth = write_tiny_model(str(tmp_path), scale=4,
                                 network=dict(TINY_CFSR, upscale=4, embed_dim=4, dw_size=3, mlp_ratio=1))
     sizes = (32, 256, 640)
@@ -278,4 +279,4 @@ def test_tiled_memory_grows_with_the_uint8_output(tmp_path):
     for size in sizes:
         assert read_image(str(tmp_path / 'out' / f'lr{size}.png')).shape == (4 * size, 4 * size, 3)
     output_growth = (640 ** 2 - 256 ** 2) * 16 * 3 / 2 ** 20  # MiB of uint8 RGB output
-    assert extras[640] - extras[256] < 5 * output_growth, (extras, output_growth)
+    assert extras[640] - extras[256] < 2 * output_growth, (extras, output_growth)

@@ -223,8 +223,10 @@ def plan_outputs(inputs, out_dir, suffix, ext):
 
 def process(engine, src, dst):
     """Read, super-resolve and write one image; returns the output's (H, W[, C])."""
-    sr = engine.enhance(read_image(src), channel_order='rgb')
-    write_image(dst, sr)
+    # OpenCV's order end to end: the engine writes its tiles into a BGR array, which OpenCV encodes
+    # as it is (an RGB array would need a whole swapped copy for the encoder).
+    sr = engine.enhance(read_image(src, bgr=True), channel_order='bgr')
+    write_image(dst, sr, bgr=True)
     return sr.shape
 
 

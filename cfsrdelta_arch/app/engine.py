@@ -12,6 +12,7 @@ Example::
     sr = engine.enhance(PIL.Image.open('photo.png'))                    # a PIL image, 4x larger
 """
 import difflib
+import functools
 import inspect
 import os
 
@@ -23,7 +24,7 @@ from PIL import Image
 
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
 from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
-from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
+from cfsrdelta_arch.utils.image_io import image_tensor_view, tensor_to_image, tile_to_float
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file, naming_checkpoint
 
@@ -284,14 +285,16 @@ class SREngine:
         return (f'SREngine({type(self.net).__name__} x{self.scale}, {self.device}, {tiles}, '
                 f'self-ensemble {"on" if self.self_ensemble else "off"}, alpha {self.alpha_mode})')
 
-    def _forward(self, lr):
-        """The network on one LR tile: (N, 1 or 3, h, w) in [0, 1], any device -> (N, 3, s*h, s*w) on
-        ``self.device``; a gray tile runs replicated to RGB."""
-        return self.net(lr.to(self.device, torch.float32).expand(-1, 3, -1, -1))
+    def _forward(self, lr, bgr=False):
+        """The network on one LR tile: (N, 1 or 3, h, w), float in [0, 1] or uint8/uint16, any device ->
+        (N, 3, s*h, s*w) float on ``self.device``, RGB; a gray tile runs replicated to RGB. ``bgr``:
+        the tile is in OpenCV's order (the network sees RGB; the output stays RGB)."""
+        return self.net(tile_to_float(lr.to(self.device), bgr).expand(-1, 3, -1, -1))
 
-    def _run(self, x, store=None):
+    def _run(self, x, store=None, bgr=False):
         """:func:`super_resolve` with this engine's network, tiling and self-ensemble."""
-        return super_resolve(self._forward, x, self.scale, self.self_ensemble, self.tile_size, self.tile_overlap,
+        forward = functools.partial(self._forward, bgr=bgr)
+        return super_resolve(forward, x, self.scale, self.self_ensemble, self.tile_size, self.tile_overlap,
                              store=store)
 
     @torch.inference_mode()
@@ -302,15 +305,15 @@ class SREngine:
 
     def _sr_into(self, planes, out, bgr=False):
         """Super-resolve gray (H, W) or color (H, W, 3) planes (uint8/uint16/float) into ``out`` ((s*H, s*W)
-        or (s*H, s*W, 3), same dtype, e.g. a view of the output image), tile by tile: only the LR input
-        and one tile are held as floats. A gray plane's output is the mean of the three output
+        or (s*H, s*W, 3), same dtype, e.g. a view of the output image), tile by tile: the LR input stays in
+        its dtype (converted per tile) and only one tile is held as floats. A gray plane's output is the mean of the three output
         channels; ``bgr``: the color planes are in OpenCV's order (the network sees RGB)."""
         def store(rows, cols, sr):
             if out.ndim == 2:
                 sr = sr.clamp(0, 1).mean(1, keepdim=True)
             out[rows, cols] = tensor_to_image(sr, out.dtype, bgr=bgr)
 
-        self._run(image_to_tensor(planes, bgr=bgr), store)
+        self._run(image_tensor_view(planes), store, bgr)
 
     def _upscale_alpha_into(self, alpha, out):
         """Upscale an alpha plane (H, W) into ``out`` (s*H, s*W), same dtype (uint8/uint16/float)."""
@@ -347,7 +350,8 @@ class SREngine:
             (N, 3, s*H, s*W) / (3, s*H, s*W) of the same dtype and device, clipped to [0, 1]. Gray
             runs through the network replicated to RGB and comes back as the mean of the three
             output channels; alpha is upscaled by ``alpha_mode``. With tiling, float data is held
-            for the LR input and one tile only.
+            for one tile only: memory grows with the output array (and a channel-order swap costs
+            no copy).
 
         Raises:
             TypeError / ValueError: unsupported object, shape, dtype, PIL mode or channel order

@@ -64,15 +64,34 @@ def from_float(x, dtype):
     return np.clip(np.round(x * peak), 0, peak).astype(dtype)
 
 
+def image_tensor_view(img):
+    """Image (H, W) or (H, W, C) of any dtype -> tensor (1, C, H, W) of the same dtype sharing the
+    array's memory (no copy; an array with negative strides is copied first).
+
+    Tiled inference keeps the LR image like this, as the file's integers, and converts one tile at
+    a time with :func:`tile_to_float`, so no float copy of the whole image is ever made.
+    """
+    img = img[..., None] if img.ndim == 2 else img
+    if any(stride < 0 for stride in img.strides):  # e.g. img[..., ::-1]: torch has no negative strides
+        img = np.ascontiguousarray(img)
+    return torch.from_numpy(img).permute(2, 0, 1)[None]
+
+
+def tile_to_float(x, bgr=False):
+    """(Part of) an image tensor (N, C, h, w), uint8/uint16 or float in [0, 1], any device -> float32
+    in [0, 1], channels in RGB order (``bgr``: ``x`` is in OpenCV's BGR order)."""
+    x = x.float() / torch.iinfo(x.dtype).max if not x.is_floating_point() else x.float()
+    return x.flip(1) if bgr else x
+
+
 def image_to_tensor(img, bgr=False):
-    """uint8/uint16 (or float in [0, 1]) image (H, W) or (H, W, C) -> float32 tensor (1, C, H, W) in [0, 1] (C = 1 for gray).
+    """uint8/uint16 (or float in [0, 1]) image (H, W) or (H, W, C) -> float32 tensor (1, C, H, W) in
+    [0, 1] (C = 1 for gray), contiguous.
 
     ``bgr``: the array is in OpenCV's BGR order (cv2.imread, BasicSR's data pipeline); the tensor
     is RGB.
     """
-    img = img[..., None] if img.ndim == 2 else img
-    x = to_float(img[..., ::-1] if bgr else img)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    return tile_to_float(image_tensor_view(img), bgr).contiguous()
 
 
 def tensor_to_image(x, dtype=np.uint8, bgr=False):
@@ -95,9 +114,9 @@ def _is_png_gray_alpha(data):
     return data[:8].tobytes() == PNG_SIGNATURE and data.size > 25 and data[25] == PNG_GRAY_ALPHA
 
 
-def read_image(path):
+def read_image(path, bgr=False):
     """Read an image file as gray (H, W), gray+alpha (H, W, 2), RGB (H, W, 3) or RGBA (H, W, 4),
-    uint8 or uint16.
+    uint8 or uint16; ``bgr``: color in OpenCV's BGR(A) order instead (as decoded: no copy).
 
     JPEGs are read with their EXIF orientation applied; other files exactly as stored (alpha and
     16 bits kept). Paths with non-ASCII characters work on every platform.
@@ -127,7 +146,7 @@ def read_image(path):
     if img.ndim == 3 and img.shape[2] not in (2, 3, 4):
         raise ImageReadError(f'{path}: {img.shape[2]} channels are not supported (gray, RGB or RGBA, '
                              'with or without alpha)')
-    return _swap_rb(img)
+    return img if bgr else _swap_rb(img)
 
 
 def image_size(path):
