@@ -30,5 +30,7 @@ setup(
         'onnx': ['onnx', 'onnxruntime'],
         'figures': ['matplotlib'],
     },
-    entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.app.cli:main']},
+    entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.app.cli:main',
+                                      'cfsrdelta-train=cfsrdelta_arch.train:main',
+                                      'cfsrdelta-test=cfsrdelta_arch.test:main']},
 )
