@@ -32,5 +32,7 @@ setup(
         'figures': ['matplotlib'],
         'spandrel': ['spandrel'],  # cfsrdelta_arch.register_spandrel(): spandrel/chaiNNer model loading
     },
-    entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.app.cli:main']},
+    entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.app.cli:main',
+                                      'cfsrdelta-train=cfsrdelta_arch.train:main',
+                                      'cfsrdelta-test=cfsrdelta_arch.test:main']},
 )

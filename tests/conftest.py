@@ -14,6 +14,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SHARED = os.path.abspath(os.path.join(ROOT, os.pardir, 'shared'))
 
 import cfsrdelta_arch  # noqa: F401  (registers everything; must precede basicsr imports)
+from cfsrdelta_arch.utils.weights import NO_DOWNLOAD_ENV
+
+# Tests never reach the network: a missing official file is an error here, not a download (subprocesses
+# inherit this; tests/test_weights_download.py turns downloads on against a local server).
+os.environ[NO_DOWNLOAD_ENV] = '1'
 
 # A CFSR x2 small enough for tests on the CPU (8 channels, one block; dw_size 9, mlp_ratio 2 by default).
 TINY_CFSR = {'type': 'CFSR', 'upscale': 2, 'embed_dim': 8, 'depths': [1]}

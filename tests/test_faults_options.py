@@ -391,7 +391,7 @@ def test_missing_benchmark_is_skipped_when_another_exists(tmp_path, world):
 def test_force_yml_overrides_are_checked(tmp_path, world):
     opt = good_test_options(world)
     assert check(tmp_path, opt, extra=['--force_yml', 'path:pretrain_network_g=none']) == {}  # BasicSR: None
-    with pytest.raises(OptionFileError, match='path.pretrain_network_g: /nonexistent.pth not found'):
+    with pytest.raises(OptionFileError, match='path.pretrain_network_g: checkpoint not found: /nonexistent.pth'):
         check(tmp_path, opt, extra=['--force_yml', 'path:pretrain_network_g=/nonexistent.pth'])
 
 

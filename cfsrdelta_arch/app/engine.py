@@ -26,7 +26,7 @@ from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_o
 from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
 from cfsrdelta_arch.utils.image_io import image_tensor_view, tensor_to_image, tile_to_float
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
-from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file, naming_checkpoint
+from cfsrdelta_arch.utils.weights import OFFICIAL_WEIGHTS, CheckpointError, load_state_dict_file, naming_checkpoint
 
 ALPHA_MODES = ('bicubic', 'network')
 CHANNEL_ORDERS = ('rgb', 'bgr')
@@ -164,22 +164,29 @@ def option_scale(opt, path):
     return int(found[0][1])
 
 
+def nearest_folder_above(opt_path, relative):
+    """The nearest folder above the file ``opt_path`` that holds ``relative``, or None."""
+    folder = os.path.dirname(os.path.abspath(opt_path))
+    while not os.path.exists(os.path.join(folder, relative)):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+    return folder
+
+
 def resolve_option_path(path, opt_path):
     """A path from an option file: as given if it exists (relative to the working directory, as
     BasicSR reads it), else relative to the nearest folder above the option file where it exists
-    (so options/test/x.yml finds weights/... from any working directory). Unresolved paths are
-    returned as given, so the error names them as written."""
+    (so options/test/x.yml finds weights/... from any working directory). A missing official file
+    (downloaded on loading) goes below the nearest folder holding its top folder, e.g. the project's
+    weights/. Other unresolved paths are returned as given, so the error names them as written."""
     if not path or os.path.isabs(path) or os.path.exists(path):
         return path
-    folder = os.path.dirname(os.path.abspath(opt_path))
-    while True:
-        candidate = os.path.join(folder, path)
-        if os.path.exists(candidate):
-            return candidate
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return path
-        folder = parent
+    folder = nearest_folder_above(opt_path, path)
+    if folder is None and os.path.basename(path) in OFFICIAL_WEIGHTS:
+        folder = nearest_folder_above(opt_path, os.path.normpath(path).split(os.sep)[0])
+    return path if folder is None else os.path.join(folder, path)
 
 
 def load_inference_network(network_opt, weights, param_key='params'):

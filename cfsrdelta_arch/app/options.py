@@ -28,7 +28,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError, checked_pairs
 from cfsrdelta_arch.models.ttasr_model import SCHEDULERS, optimizer_names
 from cfsrdelta_arch.utils.fileio import OptionFileError, OrderedSafeDumper, OrderedSafeLoader, load_yaml
-from cfsrdelta_arch.utils.weights import CheckpointError
+from cfsrdelta_arch.utils.weights import CheckpointError, ensure_checkpoint
 
 # The exceptions that mean "the user gave something unusable"; their messages are one line.
 USER_ERRORS = (OptionFileError, CheckpointError, DatasetError)
@@ -221,8 +221,17 @@ def check_network(net_opt, where, scale):
         elif key in ('upscale', 'scale') and isinstance(value, int) and value != scale:
             raise OptionFileError(f'{where}.{key} is {value} but scale is {scale}: they must agree '
                                   '(and match the checkpoint)')
-        elif key in WEIGHT_KEYS and value and not os.path.isfile(value):
-            raise OptionFileError(f'{where}.{key}: checkpoint {value} not found (see README, "Weights")')
+        elif key in WEIGHT_KEYS and value:
+            check_checkpoint(value, f'{where}.{key}')
+
+
+def check_checkpoint(path, where):
+    """Raise :class:`OptionFileError` (naming the key ``where``) unless checkpoint ``path`` exists; a
+    missing official file is downloaded here, before any work (:func:`ensure_checkpoint`)."""
+    try:
+        ensure_checkpoint(path)
+    except CheckpointError as err:
+        raise OptionFileError(f'{where}: {err}') from None
 
 
 def check_datasets(opt, is_train):
@@ -295,7 +304,8 @@ def check_options(opt, is_train):
     for key, section in ((opt.get('val') or {}).get('metrics') or {}).items():
         check_typed(METRIC_REGISTRY, 'metric', section, f'val.metrics.{key}', extra={'img': None, 'img2': None})
     for key, value in option(opt, 'path').items():
-        if value and (key.startswith('pretrain_network') or key == 'resume_state') \
-                and not os.path.isfile(os.path.expanduser(value)):
+        if value and key.startswith('pretrain_network'):
+            check_checkpoint(os.path.expanduser(value), f'path.{key}')
+        elif value and key == 'resume_state' and not os.path.isfile(os.path.expanduser(value)):
             raise OptionFileError(f'path.{key}: {value} not found (see README, "Weights")')
     return check_datasets(opt, is_train)

@@ -1,28 +1,52 @@
-"""Checkpoint loading written once: sha256 verification of upstream files, unwrapping, and one-line
-errors for a checkpoint of the wrong network or scale.
+"""Checkpoint loading written once: the upstream files (where they come from, their sha256, their
+download on first use), unwrapping, and one-line errors for a checkpoint of the wrong network or scale.
 
-Used by the models (through BasicSR's option files), the inference CLI and the export script.
+Used by the models (through BasicSR's option files), the inference CLI, the export script, the main
+job (scripts/run_benchmark.py) and scripts/fetch_weights.py.
 """
 import contextlib
 import hashlib
+import http.client
 import os
+import shutil
+import sys
+from typing import NamedTuple
 
 import torch
+from torch.hub import download_url_to_file
 
-# Upstream release files: sha256 of the files the reference numbers were measured with (README, "Weights")
-# and where users download them. A file with one of these names is verified before it is loaded.
+from .fileio import atomic_path
+
+
+class OfficialFile(NamedTuple):
+    """An upstream release file: commit-pinned URL and sha256 (of the file the reference numbers were
+    measured with, README "Weights")."""
+    url: str
+    sha256: str
+
+
+_CFSR = 'https://github.com/Aitical/CFSR/raw/a13d41c14ba661651de3eaa212ec013bf426c6ab/model_zoo'
+_LESRCNN = 'https://github.com/hellloxiaotian/LESRCNN/raw'
+# A file with one of these names is sha256-verified before it is loaded, and downloaded when missing.
 OFFICIAL_WEIGHTS = {
-    'CFSR_x2.pth': 'e6440c1a70af2cfa16c51287593f681438c8f307a81f90367a24e42086522f2c',
-    'CFSR_x3.pth': 'd501ce105b52550be501b327785d6fde27ca3534531f33aa0d530750ec41eb40',
-    'CFSR_x4.pth': '59c779a61c72238aed87683a908248d6e9e3cdb78a29a71da196d20092b6f2f6',
-    'LESRCNN_x2.pth': '66b4b2ddb268486f78a3d49758a016417e64f602ef963667b5ce34039200bcde',
-    'LESRCNN_x3.pth': '95cbabcbd243e5582118d3bba44fd751a80dd19a291d5f3b1ebd7c9b3b61346a',
-    'LESRCNN_x4.pth': '1de9d0e1b1817de43fba3ce9c4b966fd8cde81e160d7432a844d6a2296f90cbc',
+    'CFSR_x2.pth': OfficialFile(f'{_CFSR}/CFSR_x2.pth',
+                                'e6440c1a70af2cfa16c51287593f681438c8f307a81f90367a24e42086522f2c'),
+    'CFSR_x3.pth': OfficialFile(f'{_CFSR}/CFSR_x3.pth',
+                                'd501ce105b52550be501b327785d6fde27ca3534531f33aa0d530750ec41eb40'),
+    'CFSR_x4.pth': OfficialFile(f'{_CFSR}/CFSR_x4.pth',
+                                '59c779a61c72238aed87683a908248d6e9e3cdb78a29a71da196d20092b6f2f6'),
+    'LESRCNN_x2.pth': OfficialFile(f'{_LESRCNN}/1702378cccdd808bbc8f00ae2c01e5bd6afcb6d9/x2/lesrcnn_x2.pth',
+                                   '66b4b2ddb268486f78a3d49758a016417e64f602ef963667b5ce34039200bcde'),
+    'LESRCNN_x3.pth': OfficialFile(f'{_LESRCNN}/fab02d6f5fb7357d955cec224dbea67f1a19ef61/x3/lesrcnn_x3.pth',
+                                   '95cbabcbd243e5582118d3bba44fd751a80dd19a291d5f3b1ebd7c9b3b61346a'),
+    'LESRCNN_x4.pth': OfficialFile(f'{_LESRCNN}/4cc75f9b099a9197e326767cff039933226117b6/x4/lesrcnn_x4.pth',
+                                   '1de9d0e1b1817de43fba3ce9c4b966fd8cde81e160d7432a844d6a2296f90cbc'),
 }
-OFFICIAL_SOURCES = {
-    'CFSR': 'https://huggingface.co/GWu/CFSR (release of https://github.com/Aitical/CFSR)',
-    'LESRCNN': 'https://github.com/hellloxiaotian/LESRCNN (model_x2/x3/x4 checkpoints)',
-}
+# <base>/<file name> instead of the pinned URLs (a mirror holding the files under their local names).
+WEIGHTS_URL_ENV = 'CFSRDELTA_WEIGHTS_URL'
+# Set (to anything but '' or '0') to turn off the download of missing official files on first use.
+NO_DOWNLOAD_ENV = 'CFSRDELTA_NO_DOWNLOAD'
+OFFLINE_HINT = 'offline: python scripts/fetch_weights.py --from DIR (a folder holding the official files)'
 
 
 class CheckpointError(ValueError):
@@ -43,13 +67,105 @@ def verify_official(path):
 
     Files under other names (the project's own or users' checkpoints) are not checked.
     """
-    expected = OFFICIAL_WEIGHTS.get(os.path.basename(path))
-    if expected is None:
+    official = OFFICIAL_WEIGHTS.get(os.path.basename(path))
+    if official is None:
         return
     actual = sha256_of(path)
-    if actual != expected:
+    if actual != official.sha256:
         raise CheckpointError(f'{path}: sha256 {actual[:12]}... does not match the upstream release '
-                              f'({expected[:12]}...); re-download it (see README, "Weights")')
+                              f'({official.sha256[:12]}...); re-download it (see README, "Weights")')
+
+
+def official_url(name, url_base=None):
+    """Where official file ``name`` is downloaded from: ``<url_base>/<name>`` when a base is given
+    (argument, else the CFSRDELTA_WEIGHTS_URL variable), else its commit-pinned upstream URL."""
+    url_base = url_base or os.environ.get(WEIGHTS_URL_ENV)
+    return f"{url_base.rstrip('/')}/{name}" if url_base else OFFICIAL_WEIGHTS[name].url
+
+
+def download_official(path, url_base=None, progress=True):
+    """Download the official file named like ``path`` (e.g. .../CFSR_x4.pth) to ``path``.
+
+    The bytes go to a temporary file beside ``path`` (torch.hub's downloader, with a progress bar on
+    stderr), are checked against the full sha256 and only then renamed to ``path``: an HTTP error, a
+    dropped connection, a wrong file or Ctrl-C leaves no file behind.
+
+    Raises:
+        CheckpointError: the download failed or gave other bytes (one line naming the URL and the
+            offline command).
+    """
+    name = os.path.basename(path)
+    url = official_url(name, url_base)
+    if progress:
+        print(f'Downloading {url} to {path}', file=sys.stderr)
+    try:
+        with atomic_path(path) as tmp:
+            download_url_to_file(url, tmp, progress=progress)
+            actual = sha256_of(tmp)
+            if actual != OFFICIAL_WEIGHTS[name].sha256:
+                raise CheckpointError(f'{url}: sha256 {actual[:12]}... ({os.path.getsize(tmp)} bytes) does not match '
+                                      f'the upstream release ({OFFICIAL_WEIGHTS[name].sha256[:12]}...), not kept '
+                                      f'(an incomplete download or another file); {OFFLINE_HINT}')
+    except (OSError, http.client.HTTPException) as err:  # HTTP errors, no network, a dropped connection
+        reason = ' '.join(str(err).split()) or type(err).__name__
+        raise CheckpointError(f'could not download {url} ({reason}); {OFFLINE_HINT}') from None
+
+
+def install_official(name, dest_dir, src_dir=None, copy=False, url_base=None, progress=True):
+    """Put official file ``name`` into ``dest_dir``, verified: from local folder ``src_dir`` (symlinked,
+    or copied with ``copy``) or else downloaded (:func:`download_official`).
+
+    Returns:
+        str: 'ok', 'already there' (an intact copy is kept, not fetched again), or why not installed.
+    """
+    dest = os.path.join(dest_dir, name)
+    expected = OFFICIAL_WEIGHTS[name].sha256
+    if src_dir is None:
+        if os.path.isfile(dest) and sha256_of(dest) == expected:
+            return 'already there'
+        try:
+            download_official(dest, url_base, progress)
+        except CheckpointError as err:
+            return str(err)
+        return 'ok'
+    src = os.path.abspath(os.path.join(src_dir, name))
+    if not os.path.isfile(src):
+        return 'missing in source'
+    if sha256_of(src) != expected:
+        return 'SHA256 MISMATCH, not installed'
+    if copy:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)
+    else:  # a link made beside dest and renamed over it (atomic_path would chmod the link's target)
+        os.makedirs(dest_dir, exist_ok=True)
+        link = f'{dest}.link'
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(src, link)
+        os.replace(link, dest)
+    return 'ok'
+
+
+def downloads_enabled():
+    """False when CFSRDELTA_NO_DOWNLOAD is set (to anything but '' or '0')."""
+    return os.environ.get(NO_DOWNLOAD_ENV, '') in ('', '0')
+
+
+def ensure_checkpoint(path):
+    """Make sure checkpoint file ``path`` exists: a missing official file (by base name) is downloaded
+    to ``path`` unless downloads are turned off.
+
+    Raises:
+        CheckpointError: missing and not downloadable, or the download failed (one line).
+    """
+    if os.path.isfile(path):
+        return
+    if os.path.basename(path) not in OFFICIAL_WEIGHTS:
+        raise CheckpointError(f'checkpoint not found: {path} (see README, "Weights")')
+    if not downloads_enabled():
+        raise CheckpointError(f'checkpoint not found: {path} (downloads are off: {NO_DOWNLOAD_ENV} is set; '
+                              f'{OFFLINE_HINT})')
+    download_official(path)
 
 
 def unreadable_reason(path, err):
@@ -66,10 +182,10 @@ def load_state_dict_file(path, param_key='params'):
 
     Accepts BasicSR files (``{'params': ..., 'params_ema': ...}``), plain state dicts (LESRCNN's
     release) and strips a DataParallel ``module.`` prefix. ``param_key`` falls back to 'params' and
-    then to the whole dict when absent. Official files are sha256-verified first.
+    then to the whole dict when absent. A missing official file is downloaded (:func:`ensure_checkpoint`);
+    official files are sha256-verified first.
     """
-    if not os.path.isfile(path):
-        raise CheckpointError(f'checkpoint not found: {path} (see README, "Weights")')
+    ensure_checkpoint(path)
     verify_official(path)
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
