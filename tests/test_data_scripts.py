@@ -21,7 +21,7 @@ from conftest import (ROOT, TINY_CFSR, assert_cache_matches, cache_options, coor
 
 from cfsrdelta_arch.data import backbone_cache, builder, image_lmdb, subimages, training_split
 from cfsrdelta_arch.data.paired_cached_base_dataset import PairedCachedBaseDataset, decode_base
-from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop, read_image_color
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop, read_image_color
 from cfsrdelta_arch.utils.image_io import image_to_tensor
 
 
@@ -543,3 +543,10 @@ def test_bench_cache_options_compare_like_with_like():
 class _FakeVariant:
     def __init__(self, name, seconds):
         self.name, self.data_s, self.step_s = name, [0.0, 0.0], [seconds, seconds]
+
+
+def test_list_images_skips_hidden_files(tmp_path):
+    """A killed write's temporary file and macOS '._' metadata are not images of the folder."""
+    for name in ('a.png', '.a.png.x1y2.part.png', '._b.png'):
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    assert list_images(str(tmp_path)) == [str(tmp_path / 'a.png')]

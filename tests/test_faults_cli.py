@@ -177,7 +177,7 @@ def test_ctrl_c_keeps_only_whole_images(work):
     log = work.parent / 'log'
     proc = start(CLI + ('-i', 'many', '-o', 'out', *NETWORK, '--self-ensemble'), work, log)
     deadline = time.monotonic() + 120
-    while not (out.is_dir() and any(name.endswith('.png') for name in os.listdir(out))):
+    while not (out.is_dir() and any(re.fullmatch(r'img\d\d\.png', name) for name in os.listdir(out))):
         assert proc.is_alive() and time.monotonic() < deadline, 'no image was written'
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGINT)

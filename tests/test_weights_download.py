@@ -135,7 +135,7 @@ def test_cli_downloads_on_first_use(tmp_path, downloads, capsys):
                          '--scale', '4'])
     assert status == 0 and 'Downloading' in capsys.readouterr().err
     assert sha256_of(weights) == OFFICIAL_WEIGHTS[NAME].sha256
-    expected = SREngine.from_weights('CFSR', official_weights(NAME), 4).enhance(read_image(lr))
+    expected = SREngine.from_weights('CFSR', official_weights(NAME), 4).enhance(read_image(lr), channel_order='rgb')
     np.testing.assert_array_equal(read_image(str(tmp_path / 'out' / 'lr.png')), expected)
 
 

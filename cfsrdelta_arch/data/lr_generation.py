@@ -45,10 +45,15 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
 
 
 def list_images(folder):
-    """Sorted image paths directly inside ``folder``; a clear error if it is missing or has none."""
+    """Sorted image paths directly inside ``folder``; a clear error if it is missing or has none.
+
+    Hidden files are not images: macOS '._name.png' metadata, and the '.name.png.*.part.png'
+    temporary files of atomic writes (left only by a killed process).
+    """
     if not os.path.isdir(folder):
         raise FileNotFoundError(f'not a folder: {folder}')
-    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.'))
     if not paths:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in {folder}')
     return paths
