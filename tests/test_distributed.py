@@ -28,13 +28,17 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
+import torch.distributed as dist
 import yaml
 
+from cfsrdelta_arch.app.distributed import TORCHRUN_VARIABLES, DistributedSetupError, end_process_group, init_dist
 from conftest import ROOT, TINY_CFSR, write_tiny_dataset
 from test_pipelines import SCALE, train_options
 
@@ -217,3 +221,42 @@ def test_non_finite_loss_stops_every_rank(runs):
     reports = [line for r in RANKS for line in output(nan, r).splitlines() if 'non-finite loss' in line]
     assert len(reports) == 1 and 'non-finite loss at iter 2 (l_pix=' in reports[0]
     assert os.listdir(os.path.join(exp_dir(nan['name']), 'training_states')) == ['1.state']
+
+
+# ---- launchers, in this process ------------------------------------------------------------------
+
+def test_launcher_without_its_environment_is_one_line(monkeypatch):
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(DistributedSetupError) as err:
+        init_dist('pytorch', use_cuda=False)
+    assert str(err.value) == ('--launcher pytorch needs RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT in '
+                              'the environment: start it with torchrun --nproc_per_node=N (see README, '
+                              '"Multi-process training")')
+    for name in TORCHRUN_VARIABLES:
+        monkeypatch.setenv(name, '0')
+    with pytest.raises(DistributedSetupError, match='^dist_params.backend is nccl but this run trains on the CPU'):
+        init_dist('pytorch', use_cuda=False, backend='nccl')
+
+
+def test_slurm_launcher_on_the_cpu(tmp_path):
+    """What srun sets for a 1-task job; ``scontrol`` (a stand-in here) names the allocation's first node."""
+    scontrol = tmp_path / 'scontrol'
+    scontrol.write_text('#!/bin/sh\necho 127.0.0.1\n')
+    scontrol.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    slurm = dict(SLURM_PROCID='0', SLURM_LOCALID='0', SLURM_NTASKS='1', SLURM_NODELIST='node[1-2]',
+                 PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with mock.patch.dict(os.environ, slurm):  # init_dist sets torchrun's variables; all undone at the end
+        for name in TORCHRUN_VARIABLES:
+            os.environ.pop(name, None)
+        init_dist('slurm', use_cuda=False, port=port)
+        try:
+            assert (dist.get_backend(), dist.get_rank(), dist.get_world_size()) == ('gloo', 0, 1)
+            assert {k: os.environ[k] for k in TORCHRUN_VARIABLES} == {
+                'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(port)}
+        finally:
+            end_process_group()
+    assert not dist.is_initialized()
