@@ -1,9 +1,10 @@
 """Multi-process training with BasicSR's launchers, on CPUs (gloo) as well as GPUs (NCCL).
 
 BasicSR 1.4.2's ``init_dist`` assumes CUDA: it calls ``torch.cuda.set_device(rank % device_count)``
-(a ZeroDivisionError without GPUs) and always uses NCCL. :func:`init_dist` replaces it; it is called
-by BasicSR's ``parse_options`` for ``--launcher pytorch`` (torchrun) and ``--launcher slurm``
-(``cfsrdelta_arch.app.options`` points BasicSR at it when ``cfsrdelta_arch`` is imported). The rest of
+(a ZeroDivisionError without GPUs) and always uses NCCL. :func:`init_dist` replaces it: once
+``cfsrdelta_arch`` is imported, BasicSR's ``parse_options`` calls it for ``--launcher pytorch``
+(torchrun) and ``--launcher slurm``, through ``cfsrdelta_arch.app.options.start_distributed``, which
+reads ``num_gpu`` from the option file. The rest of
 the distributed behaviour lives where it belongs: the model (``TTASRModel``: DDP without device ids on
 the CPU, losses averaged over all processes, validation and its best/early-stop decision on rank 0 then
 shared, every rank's RNG state in the training state) and the resume logic (``app/resume.py``:
@@ -16,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-# The environment torchrun sets for each process; BasicSR's slurm launcher derives it from SLURM_*.
+# The environment torchrun sets for each process; the slurm launcher derives it from SLURM_*.
 TORCHRUN_VARIABLES = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
 SLURM_VARIABLES = ('SLURM_PROCID', 'SLURM_LOCALID', 'SLURM_NTASKS', 'SLURM_NODELIST')
 DEFAULT_MASTER_PORT = 29500  # torch.distributed's default, as BasicSR's slurm launcher uses
