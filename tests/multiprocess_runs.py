@@ -19,6 +19,7 @@ Each process (rank r) writes into ``out``:
 import json
 import multiprocessing
 import os
+import random
 import socket
 import sys
 
@@ -33,10 +34,22 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 CHANGES = {'os.rename', 'os.remove', 'os.rmdir', 'os.mkdir', 'os.truncate', 'shutil.copyfile', 'shutil.rmtree'}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+def free_port(taken=()):
+    """A free TCP port below the ephemeral range and not in ``taken``: the OS takes ephemeral ports for
+    the gloo connections of concurrent runs, and one could take an ephemeral port picked here before
+    rank 0 listens on it."""
+    with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+        ephemeral = int(f.read().split()[0])
+    while True:
+        port = random.randrange(max(1024, ephemeral - 10_000), ephemeral)
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+        return port
 
 
 def record_writes(watched, writes):
@@ -77,9 +90,10 @@ def rank_process(root, run, rank, port):
     record_writes(watched, writes)
     launcher = ['--launcher', 'pytorch'] if run['world_size'] > 1 else []
     sys.argv = [os.path.join(root, 'cfsrdelta_arch', 'train.py'), '-opt', run['opt'], *launcher, *run['args']]
-    code = 0
+    code = 1  # until the run ends normally or with an exit status (an exception: 1 and its traceback)
     try:
         run_cli(main, root)
+        code = 0
     except SystemExit as end:
         code = end.code if isinstance(end.code, int) else 1
         if isinstance(end.code, str):
@@ -100,10 +114,11 @@ def main_plan(plan_path):
     torch.set_num_threads(1)  # many processes on few cores
     fork = multiprocessing.get_context('fork')
     for wave in plan['waves']:
-        procs = []
+        procs, ports = [], []
         for run in wave:
             os.makedirs(run['out'], exist_ok=True)
-            port = free_port()
+            port = free_port(ports)
+            ports.append(port)
             procs += [fork.Process(target=rank_process, args=(plan['root'], run, rank, port))
                       for rank in range(run['world_size'])]
         for proc in procs:

@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from unittest import mock
@@ -40,6 +39,7 @@ import yaml
 
 from cfsrdelta_arch.app.distributed import TORCHRUN_VARIABLES, DistributedSetupError, end_process_group, init_dist
 from conftest import ROOT, TINY_CFSR, write_tiny_dataset
+from multiprocess_runs import free_port
 from test_pipelines import SCALE, train_options
 
 VAL_FREQ = 2
@@ -118,19 +118,19 @@ def runs(tmp_path_factory):
     plan = {'root': ROOT, 'waves': [[described[c] for c in cases if c != 'resumed'], [described['resumed']]]}
     plan_path = tmp / 'plan.json'
     plan_path.write_text(json.dumps(plan))
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    proc = subprocess.Popen([sys.executable, HELPER, str(plan_path)], cwd=ROOT, env=env, start_new_session=True)
     try:
-        proc.wait(timeout=300)  # a rank left waiting for the others would hang: fail instead
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
-    finally:
+        proc = subprocess.Popen([sys.executable, HELPER, str(plan_path)], cwd=ROOT,
+                                env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=True)
         try:
-            yield described
-        finally:
-            for run in described.values():
-                shutil.rmtree(exp_dir(run['name']), ignore_errors=True)
+            proc.wait(timeout=300)  # a rank left waiting for the others would hang: fail instead
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the helper and every rank it forked
+            raise
+        assert proc.returncode == 0
+        yield described
+    finally:
+        for run in described.values():
+            shutil.rmtree(exp_dir(run['name']), ignore_errors=True)
 
 
 def rank_file(run, rank, what):
@@ -156,12 +156,12 @@ def test_all_ranks_stop_early_together_with_identical_weights(runs):
         assert exit_codes(runs[case]) == [0] * runs[case]['world_size'], output(runs[case], 0)[-3000:]
     plain = runs['plain']
     states = sorted(os.listdir(os.path.join(exp_dir(plain['name']), 'training_states')))
-    assert states == ['2.state', '4.state']  # stopped at STOP_ITER, on both ranks (or the run would hang)
+    assert states == [f'{VAL_FREQ}.state', f'{STOP_ITER}.state']  # stopped at STOP_ITER on both ranks (else: hang)
     rank0, rank1 = dumps(plain, 0), dumps(plain, 1)
-    assert sorted(rank0) == sorted(rank1) == [2, 4]
+    assert sorted(rank0) == sorted(rank1) == [VAL_FREQ, STOP_ITER]
     for it in rank0:
         assert same_tensors(rank0[it], rank1[it]), it
-    assert not same_tensors(rank0[2], rank0[4])  # training moved the refiner
+    assert not same_tensors(rank0[VAL_FREQ], rank0[STOP_ITER])  # training moved the refiner
     saved = load(os.path.join(exp_dir(plain['name']), 'models', f'net_g_{STOP_ITER}.pth'))['params']
     assert same_tensors(saved, {k[len('refiner.'):]: v for k, v in rank0[STOP_ITER].items()
                                 if k.startswith('refiner.')})
@@ -175,7 +175,7 @@ def test_only_rank_0_writes_and_logs(runs):
     for case, run in runs.items():
         writes = [json.load(open(rank_file(run, r, '_writes.json'))) for r in range(run['world_size'])]
         assert any(event == 'os.rename' and path.endswith('.state') for event, path in writes[0]), case
-        assert writes[1:] in ([], [[]]), (case, writes[1:])
+        assert all(changes == [] for changes in writes[1:]), (case, writes[1:])
     plain = runs['plain']
     logs = glob.glob(os.path.join(exp_dir(plain['name']), '*.log'))
     assert len(logs) == 1
@@ -190,7 +190,8 @@ def test_only_rank_0_writes_and_logs(runs):
 
 def test_resume_with_two_processes_continues_exactly(runs):
     plain, resumed = runs['plain'], runs['resumed']
-    assert sorted(os.listdir(os.path.join(exp_dir(resumed['name']), 'training_states'))) == ['2.state', '4.state']
+    assert (sorted(os.listdir(os.path.join(exp_dir(resumed['name']), 'training_states')))
+            == [f'{VAL_FREQ}.state', f'{STOP_ITER}.state'])
     assert f'Resuming training from epoch: 0, iter: {VAL_FREQ}.' in output(resumed, 0)
     for rank in RANKS:
         assert sorted(dumps(resumed, rank)) == [STOP_ITER]  # the resumed run saved only STOP_ITER
@@ -244,9 +245,7 @@ def test_slurm_launcher_on_the_cpu(tmp_path):
     scontrol = tmp_path / 'scontrol'
     scontrol.write_text('#!/bin/sh\necho 127.0.0.1\n')
     scontrol.chmod(0o755)
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    port = free_port()
     slurm = dict(SLURM_PROCID='0', SLURM_LOCALID='0', SLURM_NTASKS='1', SLURM_NODELIST='node[1-2]',
                  PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     with mock.patch.dict(os.environ, slurm):  # init_dist sets torchrun's variables; all undone at the end
