@@ -17,6 +17,8 @@ backbone, LRRefineNet width 8, 4 generated 32x32 images), in two waves:
   samples: the weights after 2 Adam steps agree up to float summation order. Adam's ``eps: 1``
   makes the step proportional to the gradient (with the default eps the first step is about
   lr * sign(gradient), which rounding noise can flip for gradients near zero);
+- ``planted``: ``--auto_resume`` meets a planted malicious training state: refused once, by rank 0,
+  and both ranks end with status 1;
 - ``nan``: TTASRModel training a tiny CFSR with an absurd learning rate, DDP over the whole network:
   both ranks stop at the non-finite loss of iteration 2 with status 1, after one error line.
 
@@ -40,6 +42,7 @@ import yaml
 from cfsrdelta_arch.app.distributed import TORCHRUN_VARIABLES, DistributedSetupError, end_process_group, init_dist
 from conftest import ROOT, TINY_CFSR, write_tiny_dataset
 from multiprocess_runs import free_port
+from test_faults_training import PlantedPickle
 from test_pipelines import SCALE, train_options
 
 VAL_FREQ = 2
@@ -100,6 +103,7 @@ def runs(tmp_path_factory):
     nan['val']['val_freq'] = nan['logger']['save_checkpoint_freq'] = 1
     # case: (options, processes, extra arguments, experiment); 'resumed' continues 'split' in place.
     cases = {
+        'planted': (options(data, backbone), 2, ['--auto_resume'], 'planted'),
         'plain': (options(data, backbone), 2, [], 'plain'),
         'split': (split, 2, [], 'split'),
         'two_by_two': (exact_options(data, backbone, batch=2), 2, [], 'two_by_two'),
@@ -115,6 +119,11 @@ def runs(tmp_path_factory):
                 yaml.safe_dump(dict(opt, name=name), f, sort_keys=False)
         described[case] = {'name': name, 'opt': opt_path, 'args': args, 'world_size': world_size,
                            'out': str(tmp / case)}
+    marker = tmp / 'PLANTED_PICKLE_RAN'
+    described['planted']['marker'] = str(marker)
+    planted = os.path.join(exp_dir(described['planted']['name']), 'training_states', f'{VAL_FREQ}.state')
+    os.makedirs(os.path.dirname(planted))
+    torch.save({'epoch': 0, 'iter': VAL_FREQ, 'optimizers': [PlantedPickle(marker)]}, planted)
     plan = {'root': ROOT, 'waves': [[described[c] for c in cases if c != 'resumed'], [described['resumed']]]}
     plan_path = tmp / 'plan.json'
     plan_path.write_text(json.dumps(plan))
@@ -174,7 +183,8 @@ def test_all_ranks_stop_early_together_with_identical_weights(runs):
 def test_only_rank_0_writes_and_logs(runs):
     for case, run in runs.items():
         writes = [json.load(open(rank_file(run, r, '_writes.json'))) for r in range(run['world_size'])]
-        assert any(event == 'os.rename' and path.endswith('.state') for event, path in writes[0]), case
+        if case != 'planted':  # refused before anything is written
+            assert any(event == 'os.rename' and path.endswith('.state') for event, path in writes[0]), case
         assert all(changes == [] for changes in writes[1:]), (case, writes[1:])
     plain = runs['plain']
     logs = glob.glob(os.path.join(exp_dir(plain['name']), '*.log'))
@@ -214,6 +224,18 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
                for case in ('two_by_two', 'one_by_four')]
     assert records[0]['iter'] == records[1]['iter'] == 2
     assert abs(records[0]['value'] - records[1]['value']) < 1e-4, records
+
+
+def test_refused_training_state_ends_every_rank_with_one_line(runs):
+    planted = runs['planted']
+    assert exit_codes(planted) == [1, 1]
+    text = output(planted, 0) + output(planted, 1)
+    errors = [line for line in text.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and errors[0].endswith(f'{VAL_FREQ}.state: refused to load: it holds Python objects '
+                                                   'outside the safe set (it calls posix.system); this project never '
+                                                   'writes such files, delete it unless you trust its source')
+    assert 'Traceback' not in text
+    assert not os.path.exists(planted['marker'])
 
 
 def test_non_finite_loss_stops_every_rank(runs):

@@ -5,12 +5,24 @@ import torch.distributed as dist
 
 
 def from_rank_0(function, *args):
-    """``function(*args)`` computed on rank 0 only and handed to every process (a picklable value)."""
+    """``function(*args)`` computed on rank 0 only and handed to every process (a picklable value).
+
+    An exception it raises on rank 0 is raised on every rank, so that all end the same way (e.g. a
+    refused training state: one error line from rank 0, status 1 everywhere) instead of the others
+    failing on a lost connection.
+    """
     if not dist.is_initialized():
         return function(*args)
-    value = [function(*args) if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(value, src=0)
-    return value[0]
+    shared = [None, None]  # value, exception
+    if dist.get_rank() == 0:
+        try:
+            shared[0] = function(*args)
+        except Exception as err:
+            shared[1] = err
+    dist.broadcast_object_list(shared, src=0)
+    if shared[1] is not None:
+        raise shared[1]
+    return shared[0]
 
 
 def gather_to_rank_0(value):
