@@ -5,7 +5,8 @@ line before any work starts.
   files with YAML's full loader, so ``!!python/object/apply:os.system [...]`` in an option file runs
   code. The patch gives ``basicsr.utils.options`` a safe loader (key order kept) and a
   ``parse_options`` that reads the file safely first and ends the program with one line naming the
-  file and the refused tag; this covers foreign BasicSR projects that import the plugin too.
+  file and the refused tag; this covers foreign BasicSR projects that import the plugin too. It also
+  gives BasicSR an ``init_dist`` that runs on CPUs (:func:`start_distributed`).
 - :func:`check_command_line` (train.py, test.py): registry names (with the closest registered name),
   required keys, files and folders, scale agreement and the HR/LR pairs of paired datasets, checked
   from the YAML before BasicSR creates folders, loggers or networks.
@@ -25,13 +26,14 @@ import basicsr.utils.options as basicsr_options
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from cfsrdelta_arch.app.distributed import DistributedSetupError, init_dist, uses_cuda
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError, checked_pairs
 from cfsrdelta_arch.models.ttasr_model import SCHEDULERS, optimizer_names
 from cfsrdelta_arch.utils.fileio import OptionFileError, OrderedSafeDumper, OrderedSafeLoader, load_yaml
 from cfsrdelta_arch.utils.weights import CheckpointError, ensure_checkpoint
 
 # The exceptions that mean "the user gave something unusable"; their messages are one line.
-USER_ERRORS = (OptionFileError, CheckpointError, DatasetError)
+USER_ERRORS = (OptionFileError, CheckpointError, DatasetError, DistributedSetupError)
 
 _basicsr_parse_options = basicsr_options.parse_options
 
@@ -57,9 +59,11 @@ def safe_ordered_yaml():
 
 
 def command_line(argv=None):
-    """The BasicSR command-line arguments needed before BasicSR parses them: -opt, --force_yml, --debug."""
+    """The BasicSR command-line arguments needed before BasicSR parses them: -opt, --launcher,
+    --force_yml, --debug."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
+    parser.add_argument('--launcher', default='none')
     parser.add_argument('--force_yml', nargs='+')
     parser.add_argument('--debug', action='store_true')
     return parser.parse_known_args(argv)[0]
@@ -83,10 +87,24 @@ def parse_options(root_path, is_train=True):
     return _basicsr_parse_options(root_path, is_train)
 
 
+def start_distributed(launcher, backend=None, port=None):
+    """Stand-in for BasicSR's ``init_dist``, which its ``parse_options`` calls for ``--launcher pytorch``
+    and ``--launcher slurm`` (with the option file's ``dist_params``, slurm only): the same, but with
+    the gloo backend on the CPU (:func:`cfsrdelta_arch.app.distributed.init_dist`). The device comes
+    from the option file's ``num_gpu`` (``--force_yml`` applied), read from the command line that
+    BasicSR is parsing."""
+    args = command_line()
+    opt = load_yaml(args.opt)
+    apply_force_yml(opt, args.force_yml)
+    init_dist(launcher, use_cuda=uses_cuda(opt.get('num_gpu', 0)), backend=backend, port=port)
+
+
 def patch_basicsr_options():
     """Make BasicSR parse option files safely: its loader, and every name its modules imported
-    ``parse_options`` under (``basicsr/__init__.py`` re-exports it from basicsr.train/test)."""
+    ``parse_options`` under (``basicsr/__init__.py`` re-exports it from basicsr.train/test). Its
+    ``parse_options`` starts multi-process runs with :func:`start_distributed`."""
     basicsr_options.ordered_yaml = safe_ordered_yaml
+    basicsr_options.init_dist = start_distributed
     for module in (basicsr_options, basicsr.train, basicsr.test, basicsr):
         module.parse_options = parse_options
 

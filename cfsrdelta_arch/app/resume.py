@@ -15,6 +15,8 @@ images but other random crops/flips (each worker's RNG advances with the samples
 cannot be replayed without loading them); a warning says so.
 """
 import collections
+import contextlib
+import io
 import itertools
 import os
 import pickle
@@ -24,6 +26,8 @@ import sys
 import basicsr.train
 import torch
 from basicsr.utils import check_resume
+
+from cfsrdelta_arch.utils.collectives import from_rank_0
 
 _basicsr_create_train_val_dataloader = basicsr.train.create_train_val_dataloader
 
@@ -70,8 +74,8 @@ def resume_checkpoints(opt, resume_iter):
             for key in opt if key.startswith('network_') and key not in ignored]
 
 
-def latest_intact_state(opt):
-    """(path, state) of the newest complete training state whose checkpoints are intact too, or None.
+def latest_intact_state_path(opt):
+    """Path of the newest complete training state whose checkpoints are intact too, or None.
 
     Newer states that are truncated or corrupt (or whose ``net_g_<iter>.pth`` is), or that were saved
     with ``validation_pending`` (see TTASRModel.save_training_state), are skipped with one line each on
@@ -92,7 +96,7 @@ def latest_intact_state(opt):
             problem = str(err)
         else:
             if not state.get('validation_pending'):
-                return path, state
+                return path
             problem = 'the run was killed before its validation had updated the best/patience record'
         print(f'Skipping training state of iter {resume_iter}: {problem}; trying the previous one',
               file=sys.stderr, flush=True)
@@ -108,21 +112,23 @@ def load_resume_state(opt):
     repository or project root, from any working directory) and takes the newest intact state;
     otherwise ``path.resume_state`` is loaded. States are loaded with ``weights_only=True`` onto the
     CPU (the optimisers move their state onto the parameters' device), so resuming works with
-    ``num_gpu: 0`` and a planted pickle is refused, never run.
+    ``num_gpu: 0`` and a planted pickle is refused, never run. In a multi-process run rank 0 picks the
+    state (and reports what it skips) and every rank loads that one.
 
     Raises:
         ResumeError: an unsafe file, or an unreadable ``path.resume_state``.
     """
     if opt['auto_resume']:
-        found = latest_intact_state(opt)
-        if found is None:
+        path = from_rank_0(latest_intact_state_path, opt)
+        if path is None:
             return None
-        opt['path']['resume_state'], state = found
-    elif opt['path'].get('resume_state'):
-        state = load_checked(opt['path']['resume_state'])
-    else:
+        opt['path']['resume_state'] = path
+    elif not opt['path'].get('resume_state'):
         return None
-    check_resume(opt, state['iter'])
+    state = load_checked(opt['path']['resume_state'])
+    # BasicSR prints the checkpoint paths it sets; once per run is enough.
+    with contextlib.redirect_stdout(sys.stdout if opt['rank'] == 0 else io.StringIO()):
+        check_resume(opt, state['iter'])
     return state
 
 

@@ -9,8 +9,10 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 from basicsr.train import train_pipeline as basicsr_train_pipeline
 from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs
+from basicsr.utils.dist_util import get_dist_info
 from basicsr.utils.options import dict2str
 
+from cfsrdelta_arch.app.distributed import end_process_group
 from cfsrdelta_arch.app.options import check_command_line, parse_options
 from cfsrdelta_arch.app.resume import ResumeError
 from cfsrdelta_arch.models.ttasr_model import EarlyStopping
@@ -23,7 +25,8 @@ def train_pipeline(root_path):
 
     An early stop (``val.early_stopping``) returns normally; the model has logged it and saved the
     best checkpoint. A training state that must not or cannot be resumed from ends the program with
-    one line naming the file (exit status 1).
+    one line naming the file (exit status 1; in a multi-process run rank 0 prints it, the others exit
+    with the status only). A multi-process run leaves its process group at the end, however it ends.
 
     Args:
         root_path (str): repository root; experiments/ and tb_logger/ are created under it.
@@ -33,7 +36,9 @@ def train_pipeline(root_path):
     except EarlyStopping:
         pass
     except ResumeError as err:
-        sys.exit(f'error: {err}')
+        sys.exit(f'error: {err}' if get_dist_info()[0] == 0 else 1)
+    finally:
+        end_process_group()
 
 
 def format_table(rows, metrics):

@@ -4,15 +4,18 @@ import json
 import math
 import os
 import random
+from collections import OrderedDict
 
 import numpy as np
 import torch
 from basicsr.models import lr_scheduler
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import master_only
+from basicsr.utils.dist_util import get_dist_info, master_only
 from basicsr.utils.registry import MODEL_REGISTRY
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from cfsrdelta_arch.utils.collectives import from_rank_0, gather_to_rank_0, mean_over_ranks
 from cfsrdelta_arch.utils.fileio import torch_save_atomic, write_text_atomic
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import load_weights
@@ -113,6 +116,12 @@ class TTASRModel(SRModel):
       randomness from the training generators: their states are restored around it);
     - a NaN/infinite loss stops training at that iteration (:class:`NonFiniteLoss`, exit status 1)
       before anything is saved, so no checkpoint, state or best file ever holds the diverged weights.
+
+    Multi-process training (``--launcher pytorch|slurm``, ``opt['dist']``): DDP on the CPU too (no
+    device ids there); logged losses are averaged over all processes on every process, so a non-finite
+    loss stops all of them at the same iteration; rank 0 validates and writes (checkpoints, states,
+    best.json) and its best/early-stop decision is handed to every rank, so all stop together; a
+    training state holds every rank's RNG states, so a resume with as many processes is exact.
     """
 
     def __init__(self, opt):
@@ -127,8 +136,25 @@ class TTASRModel(SRModel):
     def get_optimizer(self, optim_type, params, lr, **kwargs):
         return getattr(torch.optim, optim_type)(params, lr, **kwargs)  # the name is checked with the options
 
+    def model_to_device(self, net):
+        """BasicSR's ``model_to_device`` with DDP on the CPU too: ``device_ids`` only for a GPU.
+
+        DDP all-reduces the gradients of the parameters that require grad, so a BackboneDelta is
+        wrapped whole: its frozen backbone takes no part in the reduction (DDP only copies rank 0's
+        copy to the others once, at wrapping time).
+        """
+        net = net.to(self.device)
+        if self.opt['dist']:
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            return DistributedDataParallel(net, device_ids=device_ids,
+                                           find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        if self.opt['num_gpu'] > 1:
+            return DataParallel(net)
+        return net
+
     def _network_for_test(self):
-        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        # Unwrapped: under DDP a forward syncs buffers with the other ranks, which do not validate.
+        return self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
 
     def _inference_options(self):
         val = self.opt.get('val') or {}
@@ -150,14 +176,23 @@ class TTASRModel(SRModel):
         super().optimize_parameters(current_iter)
         self.stop_on_non_finite_loss(current_iter)
 
+    def reduce_loss_dict(self, loss_dict):
+        """{name: float} of the losses, each averaged over all processes on every process (BasicSR's
+        averages onto rank 0 only), so that every rank takes the same non-finite-loss decision."""
+        with torch.no_grad():
+            losses = mean_over_ranks(torch.stack([loss.detach().mean() for loss in loss_dict.values()]))
+        return OrderedDict(zip(loss_dict, losses.tolist()))
+
     def stop_on_non_finite_loss(self, current_iter):
-        """Raise :class:`NonFiniteLoss` naming the iteration if a logged loss is NaN/inf."""
+        """Raise :class:`NonFiniteLoss` naming the iteration if a logged loss is NaN/inf (logged once,
+        by rank 0; the losses are the same on every rank, so all stop here)."""
         bad = {k: v for k, v in self.log_dict.items() if not math.isfinite(v)}
         if bad:
             losses = ', '.join(f'{k}={v}' for k, v in bad.items())
             message = (f'non-finite loss at iter {current_iter} ({losses}); training stopped, nothing saved for '
                        'this iteration (lower the learning rate or resume from the last checkpoint)')
-            get_root_logger().error(message)
+            if get_dist_info()[0] == 0:
+                get_root_logger().error(message)
             raise NonFiniteLoss(message)
 
     # ---- training: checkpoints and states ------------------------------------------------------------
@@ -184,10 +219,10 @@ class TTASRModel(SRModel):
         label = 'latest' if current_iter == -1 else current_iter
         torch_save_atomic(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
-    @master_only
     def save_training_state(self, epoch, current_iter):
-        """``training_states/<iter>.state``, atomically: BasicSR's epoch, iter, optimiser and scheduler
-        states, plus every RNG state and the best/patience record (see :meth:`resume_training`).
+        """``training_states/<iter>.state``, written atomically by rank 0: BasicSR's epoch, iter,
+        optimiser and scheduler states, plus the RNG states of every rank (a list indexed by rank; every
+        rank must call this) and the best/patience record (see :meth:`resume_training`).
 
         BasicSR saves before it validates the same iteration; when that validation updates the record,
         the state is saved with ``validation_pending: True`` and rewritten after it, so a run killed in
@@ -195,12 +230,16 @@ class TTASRModel(SRModel):
         """
         if current_iter == -1:
             return
+        self._write_training_state(epoch, current_iter, gather_to_rank_0(get_rng_states()))
+
+    @master_only
+    def _write_training_state(self, epoch, current_iter, rng):
         pending = (self._tracks_best() and current_iter % self.opt['val']['val_freq'] == 0
                    and getattr(self, '_validated_iter', None) != current_iter)
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
                  'schedulers': [s.state_dict() for s in self.schedulers],
-                 'rng': get_rng_states(),
+                 'rng': rng,
                  'best': getattr(self, '_best', None),
                  'validation_pending': pending,
                  # BasicSR's per-metric record holds numpy floats, which weights_only loading refuses.
@@ -208,24 +247,31 @@ class TTASRModel(SRModel):
                                                 for metric, record in records.items()}
                                          for name, records in getattr(self, 'best_metric_results', {}).items()}}
         torch_save_atomic(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
-        self._saved_state = (epoch, current_iter)
+        self._saved_state = (epoch, current_iter, rng)
 
     def resume_training(self, resume_state):
-        """Restore optimisers, schedulers, the best/patience record and the RNG states.
+        """Restore optimisers, schedulers, the best/patience record and this rank's RNG states.
 
         The RNGs are restored last: the pipeline has built the datasets and networks (which draw from
-        them) by now, and the next draw is the next training batch's augmentation.
+        them) by now, and the next draw is the next training batch's augmentation. A state saved by
+        another number of processes leaves each rank's generators as seeded (BasicSR seeds rank r with
+        ``manual_seed + r``).
         """
         super().resume_training(resume_state)
         self._best = resume_state.get('best')
         if resume_state.get('best_metric_results'):
             self.best_metric_results = resume_state['best_metric_results']
-        if 'rng' in resume_state:
-            set_rng_states(resume_state['rng'])
-        else:
-            get_root_logger().warning(f"The training state of iter {resume_state['iter']} holds no RNG states "
-                                      '(written by another version); the resumed run will not repeat the '
-                                      'uninterrupted one exactly')
+        rng = resume_state.get('rng')
+        if isinstance(rng, dict):  # written by a single-process run of an earlier version
+            rng = [rng]
+        rank, world_size = get_dist_info()
+        if rng is not None and len(rng) == world_size:
+            set_rng_states(rng[rank])
+            return
+        saved_by = ('holds no RNG states (written by another version)' if rng is None
+                    else f'was saved by {len(rng)} process(es), this run has {world_size}')
+        get_root_logger().warning(f"The training state of iter {resume_state['iter']} {saved_by}; the resumed run "
+                                  'will not repeat the uninterrupted one exactly')
 
     # ---- training: validation, best checkpoint, early stopping ---------------------------------------
 
@@ -235,6 +281,21 @@ class TTASRModel(SRModel):
         set_rng_states(rng)
         if self._tracks_best() and isinstance(current_iter, int) and self.metric_results:
             self._track_best(dataloader.dataset.opt['name'], current_iter)
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """Rank 0 validates, as in BasicSR, then hands its best/patience record and early-stop decision
+        to every rank: all ranks hold the same record and stop at the same iteration (a rank that went
+        on alone would wait forever for the others in its next gradient all-reduce)."""
+        def validate():
+            try:
+                self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+            except EarlyStopping as stop:
+                return getattr(self, '_best', None), stop.message
+            return getattr(self, '_best', None), None
+
+        self._best, stop = from_rank_0(validate)
+        if stop is not None:
+            raise EarlyStopping(stop)
 
     def _tracks_best(self):
         val_opt = self.opt.get('val') or {}
@@ -271,7 +332,7 @@ class TTASRModel(SRModel):
         self._validated_iter = current_iter
         saved = getattr(self, '_saved_state', None)
         if saved is not None and saved[1] == current_iter:
-            self.save_training_state(*saved)
+            self._write_training_state(*saved)
         patience = stop_opt.get('patience')
         if patience is not None and best['stale'] >= int(patience):
             message = (f"early stop at iter {current_iter}: best {metric} {best['value']:.4f} on {dataset_name} "
