@@ -28,7 +28,7 @@ import torch
 import cfsrdelta_arch  # noqa: F401  (imported once, before forking)
 from cfsrdelta_arch.app.options import run_cli
 from cfsrdelta_arch.models.ttasr_model import TTASRModel
-from cfsrdelta_arch.train import main
+from cfsrdelta_arch.train import train
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 CHANGES = {'os.rename', 'os.remove', 'os.rmdir', 'os.mkdir', 'os.truncate', 'shutil.copyfile', 'shutil.rmtree'}
@@ -92,7 +92,7 @@ def rank_process(root, run, rank, port):
     sys.argv = [os.path.join(root, 'cfsrdelta_arch', 'train.py'), '-opt', run['opt'], *launcher, *run['args']]
     code = 1  # until the run ends normally or with an exit status (an exception: 1 and its traceback)
     try:
-        run_cli(main, root)
+        run_cli(train, root)
         code = 0
     except SystemExit as end:
         code = end.code if isinstance(end.code, int) else 1

@@ -148,7 +148,8 @@ def test_lesrcnn_wrong_scale_is_one_line(built, other):
 def test_lesrcnn_other_network_is_one_line():
     with pytest.raises(CheckpointError) as info:
         load_weights(LESRCNN(upscale=4), official_weights('CFSR_x4.pth'))
-    assert str(info.value).startswith('not a LESRCNN checkpoint') and '\n' not in str(info.value)
+    path = official_weights('CFSR_x4.pth')
+    assert str(info.value).startswith(f'{path}: not a LESRCNN checkpoint') and '\n' not in str(info.value)
 
 
 def test_lesrcnn_set5_x4_matches_reference():

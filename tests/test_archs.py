@@ -239,7 +239,7 @@ def test_wrong_scale_is_one_clear_line():
 def test_other_network_is_one_clear_line():
     path = official_weights('LESRCNN_x4.pth')
     msg = single_line_error(lambda: load_weights(CFSR(upscale=4), path))
-    assert msg.startswith('not a CFSR checkpoint')
+    assert msg.startswith(f'{path}: not a CFSR checkpoint')  # names the file
 
 
 def test_deploy_checkpoint_into_train_form_is_one_clear_line():
