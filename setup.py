@@ -28,6 +28,7 @@ setup(
         'test': ['pytest'],
         'demo': ['scikit-image'],
         'onnx': ['onnx', 'onnxruntime'],
+        'openvino': ['openvino'],  # --backend openvino (app/backends.py)
         'figures': ['matplotlib'],
     },
     entry_points={'console_scripts': ['cfsrdelta-infer=cfsrdelta_arch.app.cli:main']},
