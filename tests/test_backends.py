@@ -145,3 +145,24 @@ def test_bad_backend_or_device_is_one_line():
     with pytest.raises(ValueError, match="backend 'tensorrt' is not one of torch, onnxruntime, openvino"):
         resolve_device('cpu', 'tensorrt')
     assert resolve_device('auto', 'openvino') == torch.device('cpu')
+
+
+def test_measure_backends_table(tmp_path, monkeypatch):
+    """The backend benchmark (scripts/bench_backends.py) on a tiny network: one row per backend, torch
+    the reference (speed-up 1, difference 0), the others within TOLERANCE, rates from the given MACs."""
+    from cfsrdelta_arch.app.benchmark import format_backend_table, measure_backends
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / 'cache'))
+    _, pth = write_tiny_model(str(tmp_path))
+    net = load_inference_network(TINY_CFSR, pth)
+    threads = torch.get_num_threads()
+    try:
+        rows = measure_backends([('tiny', net, 2, torch.rand(1, 3, 12, 16), 8, 1e6)], repeats=1, threads=1,
+                                peak_macs=1e9)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r['backend'] for r in rows] == list(backends.BACKENDS)
+    assert rows[0]['speedup'] == 1 and rows[0]['max_diff'] == 0
+    assert all(r['max_diff'] < TOLERANCE for r in rows)
+    assert all(r['macs_per_s'] == pytest.approx(1e6 / r['seconds']) and
+               r['peak_fraction'] == pytest.approx(r['macs_per_s'] / 1e9) for r in rows)
+    assert len(format_backend_table(rows).splitlines()) == 2 + len(rows)
