@@ -10,13 +10,14 @@ self-ensemble (utils/inference.py) run unchanged on any of them.
   (two with self-ensemble on non-square tiles: the transposed variants).
 
 Compiled artefacts are cached on disk in :func:`cache_dir` and reused by later runs: the ONNX file
-keyed by the network's fingerprint (weights, buffers and settings: :func:`network_fingerprint`),
+keyed by the network's fingerprint (code, weights, buffers, settings: :func:`network_fingerprint`),
 torch's version and the opset; OpenVINO's compiled blobs also by OpenVINO's version, the input shape
 and the compile properties. Every file is written atomically (temporary file + rename), so runs in
 parallel or killed midway never leave a partial file under a final name.
 """
 import functools
 import hashlib
+import inspect
 import io
 import os
 
@@ -39,10 +40,14 @@ def cache_dir():
 
 
 def network_fingerprint(net):
-    """sha256 (hex) of everything an export of ``net`` depends on: the class and the scalar settings
-    (ints, floats, strings, ...) of every submodule, and the names, shapes, dtypes and values of every
-    parameter and buffer (non-persistent ones too, e.g. fixed bicubic kernels)."""
+    """sha256 (hex) of everything an export of ``net`` depends on: the class, the source file (so an
+    edited forward is exported again) and the scalar settings (ints, floats, strings, ...) of every
+    submodule, and the names, shapes, dtypes and values of every parameter and buffer (non-persistent
+    ones too, e.g. fixed bicubic kernels)."""
     digest = hashlib.sha256()
+    for source in sorted({inspect.getsourcefile(type(module)) for module in net.modules()}):
+        with open(source, 'rb') as f:
+            digest.update(f.read())
     for name, module in net.named_modules():
         settings = sorted((k, repr(v)) for k, v in vars(module).items()
                           if k != 'training' and isinstance(v, (bool, int, float, str, tuple)))
