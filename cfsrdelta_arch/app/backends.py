@@ -15,6 +15,7 @@ torch's version and the opset; OpenVINO's compiled blobs also by OpenVINO's vers
 and the compile properties. Every file is written atomically (temporary file + rename), so runs in
 parallel or killed midway never leave a partial file under a final name.
 """
+import copy
 import functools
 import hashlib
 import inspect
@@ -74,17 +75,23 @@ def numpy_input(lr):
 
 
 class TorchBackend:
-    """Eager PyTorch: ``net`` on ``device``; LR (N, 3, H, W) float in [0, 1] -> SR on ``device``."""
+    """Eager PyTorch: ``net`` on ``device``; LR (N, 3, H, W) float in [0, 1] -> SR on ``device``.
+
+    Runs in inference mode with channels-last tensors, on a copy of ``net`` (the caller's network
+    keeps its layout, so other users of it, e.g. the benchmarks, are unaffected): CFSR x4 at
+    320x180, 2 CPU threads, ran about 1.2x faster than with contiguous NCHW (same output to 2.3e-6).
+    torch.compile ran about 3x faster but took 72 s to compile per shape, so it is not used here.
+    """
 
     name = 'torch'
 
     def __init__(self, net, device='cpu'):
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self.net = copy.deepcopy(net).to(self.device, memory_format=torch.channels_last).eval()
 
     @torch.inference_mode()
     def __call__(self, lr):
-        return self.net(lr.to(self.device, torch.float32))
+        return self.net(lr.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last))
 
 
 class OnnxRuntimeBackend:
