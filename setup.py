@@ -29,6 +29,7 @@ setup(
         'test': ['pytest'],
         'demo': ['scikit-image'],
         'onnx': ['onnx', 'onnxruntime'],
+        'openvino': ['openvino'],  # --backend openvino (app/backends.py)
         'figures': ['matplotlib'],
         'spandrel': ['spandrel'],  # cfsrdelta_arch.register_spandrel(): spandrel/chaiNNer model loading
     },

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install everything CFSR-Delta needs; safe to run again (a no-op when nothing changed).
 #   torch 2.14.1 + torchvision 0.29.1, basicsr 1.4.2 from PyPI (unmodified), this package (pip install -e .)
-#   with its test/demo/onnx/figure/spandrel extras; then links the upstream weights when ../shared has them.
+#   with its test/demo/onnx/openvino/figure/spandrel extras; then links the upstream weights when ../shared has them.
 # Usage: bash scripts/setup_env.sh            (env: PYTHON=python3.11, VENV=.venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing basicsr 1.4.2 (unmodified) and cfsrdelta_arch"
   pip install setuptools wheel
   pip install --no-build-isolation basicsr==1.4.2
-  pip install --no-build-isolation -e ".[test,demo,onnx,figures,spandrel]"
+  pip install --no-build-isolation -e ".[test,demo,onnx,openvino,figures,spandrel]"
   echo "$want" > "$STAMP"
 else
   echo "[setup] $VENV is up to date"

@@ -11,6 +11,7 @@ import functools
 import os
 import statistics
 import sys
+import threading
 import time
 
 import numpy as np
@@ -22,6 +23,7 @@ from cfsrdelta_arch.utils.flops import count_conv_macs
 from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import self_ensemble
 from cfsrdelta_arch.utils.tables import markdown_table
+from .backends import BACKENDS
 from .engine import SREngine
 
 BACKBONE = 'CFSR'
@@ -86,6 +88,18 @@ def evaluate_images(images, scale, backbone, deltas, label, ensemble=True):
     return {key: tuple(np.mean(v, axis=0)) for key, v in acc.items()}
 
 
+def interleaved_median_seconds(fns, x, repeats):
+    """{key: median seconds of ``fn(x)``} over ``repeats`` rounds that each call every fn once, so
+    that changing machine load affects all alike."""
+    times = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            fn(x)
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(t) for key, t in times.items()}
+
+
 @torch.inference_mode()
 def measure_cost(scale, backbone, deltas, repeats, out_hw=(720, 1280), x8_repeats=0):
     """{(method, mode): (params, conv GMACs, latency ratio vs backbone, median seconds)} for an
@@ -97,20 +111,10 @@ def measure_cost(scale, backbone, deltas, repeats, out_hw=(720, 1280), x8_repeat
     nets = {BACKBONE: backbone, **deltas}
     sizes = {name: (sum(p.numel() for p in net.parameters()), count_conv_macs(net, lr) / 1e9)
              for name, net in nets.items()}
-
-    def median_seconds(fns, n):
-        times = {key: [] for key in fns}
-        for _ in range(n):
-            for key, fn in fns.items():
-                start = time.perf_counter()
-                fn(lr)
-                times[key].append(time.perf_counter() - start)
-        return {key: statistics.median(t) for key, t in times.items()}
-
-    seconds = median_seconds({(name, 'single'): net for name, net in nets.items()}, repeats)
+    seconds = interleaved_median_seconds({(name, 'single'): net for name, net in nets.items()}, lr, repeats)
     if x8_repeats > 0:
-        seconds.update(median_seconds({(name, 'x8'): functools.partial(self_ensemble, net)
-                                       for name, net in nets.items()}, x8_repeats))
+        seconds.update(interleaved_median_seconds({(name, 'x8'): functools.partial(self_ensemble, net)
+                                                   for name, net in nets.items()}, lr, x8_repeats))
     t0 = seconds[(BACKBONE, 'single')]
     return {(name, mode): (sizes[name][0], sizes[name][1] * (8 if mode == 'x8' else 1), t / t0, t)
             for (name, mode), t in seconds.items()}
@@ -134,3 +138,98 @@ def format_cost_table(cost):
     rows = [[method_label(name, mode), f'{params:,d}', f'{gmacs:.2f}', f'{seconds * 1000:.0f} ms', f'{ratio:.3f}x']
             for (name, mode), (params, gmacs, ratio, seconds) in cost.items()]
     return markdown_table(['method', 'params', 'GMACs (1280x720 out)', 'CPU latency', f'vs {BACKBONE}'], rows)
+
+
+@torch.inference_mode()
+def matmul_macs_per_second(n=4096, repeats=3):
+    """This machine's fp32 multiply-add rate as torch reaches it with its current thread count: the
+    best of ``repeats`` timed (n, n) @ (n, n) matmuls (n^3 MACs each) after one warm-up. The
+    reference for "fraction of peak" in :func:`measure_backends`."""
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return n ** 3 / min(times)
+
+
+def rss_bytes():
+    """This process's resident set size (Linux /proc)."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def peak_rss_during(fn, *args, interval=0.001):
+    """(largest RSS in bytes, sampled every ``interval`` seconds while ``fn(*args)`` runs, fn's result);
+    the runtimes release the GIL while computing, so the sampler runs alongside."""
+    peak, done = [rss_bytes()], threading.Event()
+
+    def sample():
+        while not done.wait(interval):
+            peak[0] = max(peak[0], rss_bytes())
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = fn(*args)
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], rss_bytes()), result
+
+
+def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=None, progress=None):
+    """Latency, throughput and accuracy of each backend on each case (the backend comparison table).
+
+    Args:
+        cases (list[tuple]): (label, net, scale, lr (1, 3, H, W) in [0, 1], tile size or None, MACs
+            of the whole-image network on ``lr``).
+        backends (tuple[str]): backend names (app/backends.py); 'torch' is the reference of the
+            speed-up and of the difference, so it must be among them.
+        repeats (int): interleaved timed rounds per case (median reported), after one warm-up call
+            per backend (which also compiles and fills the cache).
+        threads (int): threads of every runtime (torch's set process-wide here).
+        peak_macs (float | None): the machine's MACs/s; None measures it (:func:`matmul_macs_per_second`).
+        progress (callable | None): called with a one-line status before each case.
+
+    Returns:
+        list[dict]: per case and backend: label, backend, seconds (median), speedup (torch's median
+        / this one), macs_per_s, peak_fraction, peak_rss (bytes: the peak RSS during one call after the
+        warm-up minus the RSS before the backend was built, i.e. what it holds plus what a call
+        allocates; approximate, as freed memory of earlier backends may be reused), max_diff (max
+        |output - torch output|, clamped outputs).
+    """
+    if 'torch' not in backends:
+        raise ValueError("measure_backends: 'torch' must be among the backends (the reference)")
+    torch.set_num_threads(threads)
+    peak_macs = peak_macs or matmul_macs_per_second()
+    rows = []
+    for label, net, scale, lr, tile, macs in cases:
+        if progress:
+            progress(f'{label}: loading {", ".join(backends)}')
+        engines, outputs, memory = {}, {}, {}
+        for name in backends:
+            before = rss_bytes()
+            engine = engines[name] = SREngine(net, scale, device='cpu', tile_size=tile, backend=name, threads=threads)
+            engine.sr_tensor(lr)  # warm-up: compiles (or loads the cache) and allocates
+            peak, outputs[name] = peak_rss_during(engine.sr_tensor, lr)
+            memory[name] = peak - before
+        if progress:
+            progress(f'{label}: {repeats} interleaved rounds')
+        seconds = interleaved_median_seconds({name: engine.sr_tensor for name, engine in engines.items()}, lr, repeats)
+        for name in backends:
+            rows.append({'label': label, 'backend': name, 'seconds': seconds[name],
+                         'speedup': seconds['torch'] / seconds[name], 'macs_per_s': macs / seconds[name],
+                         'peak_fraction': macs / seconds[name] / peak_macs, 'peak_rss': memory[name],
+                         'max_diff': (outputs[name] - outputs['torch']).abs().max().item()})
+    return rows
+
+
+def format_backend_table(rows):
+    """Markdown table of :func:`measure_backends`' rows."""
+    return markdown_table(
+        ['case', 'backend', 'median latency', 'vs torch', 'GMAC/s', 'of fp32 peak', 'peak RSS +MiB', 'max abs diff'],
+        [[r['label'], r['backend'], f"{r['seconds'] * 1000:.0f} ms", f"{r['speedup']:.2f}x",
+          f"{r['macs_per_s'] / 1e9:.1f}", f"{r['peak_fraction']:.1%}", f"{r['peak_rss'] / 2 ** 20:.0f}",
+          f"{r['max_diff']:.1e}"] for r in rows])

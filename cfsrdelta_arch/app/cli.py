@@ -21,6 +21,11 @@ Large images: --tile 256 runs the image in 256x256 LR tiles with --tile-overlap 
 memory then grows with the 8/16-bit output only (float data is held per tile). With the default
 overlap the result matches whole-image inference within one 8-bit level (scripts/bench_tiling.py).
 
+Speed: --backend openvino (or onnxruntime) runs the network in that CPU runtime instead of PyTorch,
+within 1e-4 of it; the compiled model is cached in $CFSRDELTA_CACHE (default ~/.cache/cfsrdelta) and
+reused. OpenVINO compiles once per input size (seconds; then cached), so with images of many sizes
+use --tile: every tile has the same size.
+
 Every output file is written whole or not at all (a temporary file renamed into place).
 
 Exit status: 0 when every image was written, 1 when anything failed (each failure is reported
@@ -41,6 +46,7 @@ import sys
 import tempfile
 import traceback
 
+from cfsrdelta_arch.app.backends import BACKENDS
 from cfsrdelta_arch.app.engine import ALPHA_MODES, SREngine
 from cfsrdelta_arch.data.lr_generation import list_images
 from cfsrdelta_arch.utils.image_io import read_image, write_image
@@ -173,6 +179,11 @@ def build_parser():
                      help='average the 8 flipped/rotated versions: slightly better, 8x slower')
     run.add_argument('--alpha', choices=ALPHA_MODES, default='bicubic',
                      help="how the alpha plane of RGBA images is upscaled (default 'bicubic')")
+    run.add_argument('--backend', choices=BACKENDS, default='torch',
+                     help="runtime of the network (default torch); onnxruntime and openvino run on the CPU, "
+                          "faster (see above)")
+    run.add_argument('--threads', type=int, default=0, metavar='N',
+                     help='CPU threads of the onnxruntime/openvino backend (default 0: all cores)')
     out = p.add_argument_group('output files')
     out.add_argument('--suffix', default='', help="added to each file name: photo.png -> photo_<suffix>.png "
                      "(default: none)")
@@ -257,7 +268,8 @@ def infer(args):
     written = 0
     try:
         engine = engine_from_args(args, tile_size=args.tile, tile_overlap=args.tile_overlap,
-                                  self_ensemble=args.self_ensemble, alpha_mode=args.alpha)
+                                  self_ensemble=args.self_ensemble, alpha_mode=args.alpha,
+                                  backend=args.backend, threads=args.threads)
         for message in errors:
             print(f'error: {message}', file=sys.stderr)
         print(f'{engine}: {len(jobs)} image(s) -> {args.output}', file=sys.stderr)
@@ -283,8 +295,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     check_model_args(parser, args)
-    if args.tile < 0 or args.tile_overlap < 0:
-        parser.error('--tile and --tile-overlap must be >= 0')
+    if args.tile < 0 or args.tile_overlap < 0 or args.threads < 0:
+        parser.error('--tile, --tile-overlap and --threads must be >= 0')
     return run_main(infer, args)
 
 

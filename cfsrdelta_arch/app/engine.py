@@ -3,13 +3,16 @@
 Loading is written once here: a network is built either from an option file's ``network_g``
 (train or test YAML; for BackboneDelta the backbone comes from ``network_g.backbone_weights``) or
 from an arch name, a checkpoint and a scale. Train-form networks (CFSR ``deploy: false``) are merged
-into deploy form on load. Tiling and self-ensemble come from :mod:`cfsrdelta_arch.utils.inference`.
+into deploy form on load. Tiling and self-ensemble come from :mod:`cfsrdelta_arch.utils.inference`;
+the network runs in the chosen backend (:mod:`cfsrdelta_arch.app.backends`: torch, onnxruntime,
+openvino).
 
 Example::
 
     engine = SREngine.from_weights('CFSR', 'weights/official/CFSR_x4.pth', scale=4, tile_size=256)
     sr = engine.enhance(cv2.imread('photo.png'), channel_order='bgr')   # same layout and dtype, 4x larger
     sr = engine.enhance(PIL.Image.open('photo.png'))                    # a PIL image, 4x larger
+    engine = SREngine.from_weights('CFSR', 'weights/official/CFSR_x4.pth', scale=4, backend='openvino')
 """
 import difflib
 import functools
@@ -27,6 +30,7 @@ from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
 from cfsrdelta_arch.utils.image_io import image_tensor_view, tensor_to_image, tile_to_float
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import OFFICIAL_WEIGHTS, CheckpointError, load_state_dict_file, naming_checkpoint
+from cfsrdelta_arch.app.backends import BACKENDS, make_backend
 
 ALPHA_MODES = ('bicubic', 'network')
 CHANNEL_ORDERS = ('rgb', 'bgr')
@@ -34,16 +38,18 @@ PIL_MODES = ('L', 'LA', 'RGB', 'RGBA', 'I;16')  # np.asarray/Image.fromarray map
 SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
 
 
-def resolve_device(device='auto'):
-    """'auto' -> 'cuda' when available, else 'cpu'; anything else is checked and returned as a
-    ``torch.device``.
+def resolve_device(device='auto', backend='torch'):
+    """'auto' -> 'cuda' when available (and ``backend`` is 'torch'), else 'cpu'; anything else is
+    checked and returned as a ``torch.device``.
 
     Raises:
-        ValueError: not a device name, or a CUDA device this machine lacks (one line; called
-            before any weights are loaded).
+        ValueError: unknown backend, not a device name, a CUDA device this machine lacks, or a GPU
+            for a CPU-only backend (one line; called before any weights are loaded).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend '{backend}' is not one of {', '.join(BACKENDS)}")
     if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        device = 'cuda' if torch.cuda.is_available() and backend == 'torch' else 'cpu'
     try:
         device = torch.device(device)
     except RuntimeError:
@@ -52,6 +58,9 @@ def resolve_device(device='auto'):
     if device.type == 'cuda' and (device.index or 0) >= count:
         found = f'this machine has {count} CUDA GPU(s)' if count else 'no CUDA GPU is available to torch'
         raise ValueError(f"device '{device}': {found}; use --device cpu (or auto)")
+    if device.type != 'cpu' and backend != 'torch':
+        raise ValueError(f"device '{device}': the {backend} backend runs on the CPU only; use --device cpu "
+                         "(or auto), or --backend torch")
     return device
 
 
@@ -239,16 +248,21 @@ class SREngine:
         alpha_mode (str): how an alpha plane is upscaled: 'bicubic' (cheap, smooth edges) or
             'network' (alpha run through the network like a gray image, sharper edges, twice the
             time).
+        backend (str): 'torch', 'onnxruntime' or 'openvino' (the last two: CPU only; compiled
+            models cached on disk, see app/backends.py).
+        threads (int): onnxruntime/OpenVINO threads (0: the runtime's choice); torch uses
+            ``torch.set_num_threads``.
 
     The tiling/overlap attributes may be changed between calls.
     """
 
     def __init__(self, net, scale, device='auto', tile_size=None, tile_overlap=DEFAULT_TILE_OVERLAP,
-                 self_ensemble=False, alpha_mode='bicubic'):
+                 self_ensemble=False, alpha_mode='bicubic', backend='torch', threads=0):
         if alpha_mode not in ALPHA_MODES:
             raise ValueError(f"alpha_mode must be one of {ALPHA_MODES}, got '{alpha_mode}'")
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, backend)
         self.net = net.to(self.device).eval()
+        self.backend = make_backend(backend, self.net, self.device, threads)
         self.scale = int(scale)
         self.tile_size = tile_size or None
         self.tile_overlap = tile_overlap
@@ -267,7 +281,7 @@ class SREngine:
         """
         opt = load_option_file(path)
         scale = option_scale(opt, path)
-        kwargs['device'] = resolve_device(kwargs.get('device', 'auto'))
+        kwargs['device'] = resolve_device(kwargs.get('device', 'auto'), kwargs.get('backend', 'torch'))
         paths = opt.get('path') or {}
         network_opt = dict(opt['network_g'])
         if network_opt.get('backbone_weights'):
@@ -283,20 +297,21 @@ class SREngine:
         """Build a single registered arch (CFSR, LESRCNN, ...) with default options at ``scale``;
         the arch name and the device are checked before the weights are read."""
         check_arch(arch, 'arch')
-        kwargs['device'] = resolve_device(kwargs.get('device', 'auto'))
+        kwargs['device'] = resolve_device(kwargs.get('device', 'auto'), kwargs.get('backend', 'torch'))
         net = load_inference_network({'type': arch, scale_kwarg(arch): int(scale)}, weights, param_key)
         return cls(net, scale, **kwargs)
 
     def __repr__(self):
         tiles = f'tile {self.tile_size}+{self.tile_overlap}' if self.tile_size else 'whole image'
-        return (f'SREngine({type(self.net).__name__} x{self.scale}, {self.device}, {tiles}, '
+        return (f'SREngine({type(self.net).__name__} x{self.scale}, {self.backend.name} on {self.device}, {tiles}, '
                 f'self-ensemble {"on" if self.self_ensemble else "off"}, alpha {self.alpha_mode})')
 
     def _forward(self, lr, bgr=False):
         """The network on one LR tile: (N, 1 or 3, h, w), float in [0, 1] or uint8/uint16, any device ->
-        (N, 3, s*h, s*w) float on ``self.device``, RGB; a gray tile runs replicated to RGB. ``bgr``:
-        the tile is in OpenCV's order (the network sees RGB; the output stays RGB)."""
-        return self.net(tile_to_float(lr.to(self.device), bgr).expand(-1, 3, -1, -1))
+        (N, 3, s*h, s*w) float on ``self.device`` (the CPU for onnxruntime/OpenVINO), RGB; a gray tile
+        runs replicated to RGB. ``bgr``: the tile is in OpenCV's order (the network sees RGB; the
+        output stays RGB)."""
+        return self.backend(tile_to_float(lr.to(self.device), bgr).expand(-1, 3, -1, -1))
 
     def _run(self, x, store=None, bgr=False):
         """:func:`super_resolve` with this engine's network, tiling and self-ensemble."""

@@ -6,6 +6,7 @@ from torch.nn import functional as F
 from cfsrdelta_arch.utils.compat import register_arch
 
 from .back_projection import BackProjection
+from .bicubic_layers import pixel_unshuffle
 from .blocks import residual_conv_body
 
 
@@ -47,5 +48,5 @@ class BPRefineNet(nn.Module):
         if sr.shape[-2:] != (lr.shape[-2] * s, lr.shape[-1] * s):
             raise ValueError(f'BPRefineNet: SR of size {tuple(sr.shape[-2:])} does not match LR '
                              f'{tuple(lr.shape[-2:])} x{s}')
-        delta = self.body(torch.cat([F.pixel_unshuffle(sr, s), lr, self.project.residual(sr, lr)], dim=1))
+        delta = self.body(torch.cat([pixel_unshuffle(sr, s), lr, self.project.residual(sr, lr)], dim=1))
         return self.project(sr + F.pixel_shuffle(delta, s), lr)

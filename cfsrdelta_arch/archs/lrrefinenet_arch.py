@@ -5,6 +5,7 @@ from torch.nn import functional as F
 
 from cfsrdelta_arch.utils.compat import register_arch
 
+from .bicubic_layers import pixel_unshuffle
 from .blocks import residual_conv_body
 
 
@@ -38,5 +39,5 @@ class LRRefineNet(nn.Module):
         h, w = lr.shape[-2:]
         if sr.shape[-2:] != (h * s, w * s):
             raise ValueError(f'LRRefineNet: SR of size {tuple(sr.shape[-2:])} does not match LR {(h, w)} x{s}')
-        delta = self.body(torch.cat([F.pixel_unshuffle(sr, s), lr], dim=1))
+        delta = self.body(torch.cat([pixel_unshuffle(sr, s), lr], dim=1))
         return sr + F.pixel_shuffle(delta, s)

@@ -47,10 +47,12 @@ def self_ensemble(fn, x):
 def tiled_forward(fn, x, scale, tile_size, tile_overlap=DEFAULT_TILE_OVERLAP, store=None):
     """Run ``fn`` on overlapping LR tiles and put their cores together into the full SR image.
 
-    Each tile of ``tile_size`` LR pixels is extended by ``tile_overlap`` pixels of real context on
-    every side that has image there; only the tile's own core is kept, so every output pixel comes
-    from a tile in which it has at least ``tile_overlap`` LR pixels of context (or the image
-    border). With an overlap at least the network's effective receptive radius the result equals
+    Each tile of ``tile_size`` LR pixels is run inside a window of ``tile_size + 2 * tile_overlap``
+    LR pixels (or the whole image where it is smaller) around it; windows at the image border are
+    shifted inward rather than cut, so every call of ``fn`` gets the same input size (a runtime
+    compiled for static shapes compiles once: app/backends.py) and edge tiles get more context, not
+    less. Only the tile's own core is kept, so every output pixel comes from a window in which it
+    has at least ``tile_overlap`` LR pixels of context (or the image border). With an overlap at least the network's effective receptive radius the result equals
     whole-image inference; see scripts/bench_tiling.py for the measured seam error.
 
     Args:
@@ -79,12 +81,13 @@ def tiled_forward(fn, x, scale, tile_size, tile_overlap=DEFAULT_TILE_OVERLAP, st
 
         def store(rows, cols, sr):
             out[..., rows, cols] = sr
+    win_h, win_w = min(tile_size + 2 * tile_overlap, h), min(tile_size + 2 * tile_overlap, w)
     for top in range(0, h, tile_size):
         for left in range(0, w, tile_size):
             bottom, right = min(top + tile_size, h), min(left + tile_size, w)
-            t0, l0 = max(top - tile_overlap, 0), max(left - tile_overlap, 0)
-            b0, r0 = min(bottom + tile_overlap, h), min(right + tile_overlap, w)
-            sr = fn(x[..., t0:b0, l0:r0])
+            t0 = min(max(top - tile_overlap, 0), h - win_h)
+            l0 = min(max(left - tile_overlap, 0), w - win_w)
+            sr = fn(x[..., t0:t0 + win_h, l0:l0 + win_w])
             store(slice(top * scale, bottom * scale), slice(left * scale, right * scale),
                   sr[..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale])
     return out
