@@ -187,18 +187,20 @@ def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=N
             of the whole-image network on ``lr``).
         backends (tuple[str]): backend names (app/backends.py); 'torch' is the reference of the
             speed-up and of the difference, so it must be among them.
-        repeats (int): interleaved timed rounds per case (median reported), after one warm-up call
-            per backend (which also compiles and fills the cache).
+        repeats (int): interleaved timed rounds per case (median reported), after warm-up calls
+            per backend (which also compile and fill the cache).
         threads (int): threads of every runtime (torch's set process-wide here).
         peak_macs (float | None): the machine's MACs/s; None measures it (:func:`matmul_macs_per_second`).
         progress (callable | None): called with a one-line status before each case.
 
     Returns:
         list[dict]: per case and backend: label, backend, seconds (median), speedup (torch's median
-        / this one), macs_per_s, peak_fraction, peak_rss (bytes: the peak RSS during one call after the
-        warm-up minus the RSS before the backend was built, i.e. what it holds plus what a call
-        allocates; approximate, as freed memory of earlier backends may be reused), max_diff (max
-        |output - torch output|, clamped outputs).
+        / this one), macs_per_s, peak_fraction, peak_rss (bytes: the peak RSS during one call above the
+        RSS of the warm process just before it, i.e. what a call allocates on top of the loaded
+        backend; freed memory of earlier calls may be reused), output_bytes (the uint8 output's
+        size), max_diff (max |output - torch output| of the float outputs, clamped).
+
+    Timed calls are ``SREngine.enhance`` on the uint8 image of ``lr``, as cfsrdelta-infer runs them.
     """
     if 'torch' not in backends:
         raise ValueError("measure_backends: 'torch' must be among the backends (the reference)")
@@ -208,20 +210,23 @@ def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=N
     for label, net, scale, lr, tile, macs in cases:
         if progress:
             progress(f'{label}: loading {", ".join(backends)}')
-        engines, outputs, memory = {}, {}, {}
+        image = tensor_to_image(lr)  # uint8 (H, W, 3) RGB, what cfsrdelta-infer hands the engine
+        engines, calls, outputs, memory = {}, {}, {}, {}
         for name in backends:
-            before = rss_bytes()
             engine = engines[name] = SREngine(net, scale, device='cpu', tile_size=tile, backend=name, threads=threads)
-            engine.sr_tensor(lr)  # warm-up: compiles (or loads the cache) and allocates
-            peak, outputs[name] = peak_rss_during(engine.sr_tensor, lr)
-            memory[name] = peak - before
+            calls[name] = functools.partial(engine.enhance, channel_order='rgb')
+            outputs[name] = engine.sr_tensor(lr)  # warm-up: compiles (or loads the cache) and allocates
+            calls[name](image)
+            before = rss_bytes()
+            memory[name] = peak_rss_during(calls[name], image)[0] - before
         if progress:
             progress(f'{label}: {repeats} interleaved rounds')
-        seconds = interleaved_median_seconds({name: engine.sr_tensor for name, engine in engines.items()}, lr, repeats)
+        seconds = interleaved_median_seconds(calls, image, repeats)
         for name in backends:
             rows.append({'label': label, 'backend': name, 'seconds': seconds[name],
                          'speedup': seconds['torch'] / seconds[name], 'macs_per_s': macs / seconds[name],
                          'peak_fraction': macs / seconds[name] / peak_macs, 'peak_rss': memory[name],
+                         'output_bytes': image.nbytes * scale ** 2,
                          'max_diff': (outputs[name] - outputs['torch']).abs().max().item()})
     return rows
 
@@ -229,7 +234,8 @@ def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=N
 def format_backend_table(rows):
     """Markdown table of :func:`measure_backends`' rows."""
     return markdown_table(
-        ['case', 'backend', 'median latency', 'vs torch', 'GMAC/s', 'of fp32 peak', 'peak RSS +MiB', 'max abs diff'],
+        ['case', 'backend', 'median latency', 'vs torch', 'GMAC/s', 'of fp32 peak', 'call peak RSS +MiB',
+         'uint8 output MiB', 'max abs diff'],
         [[r['label'], r['backend'], f"{r['seconds'] * 1000:.0f} ms", f"{r['speedup']:.2f}x",
           f"{r['macs_per_s'] / 1e9:.1f}", f"{r['peak_fraction']:.1%}", f"{r['peak_rss'] / 2 ** 20:.0f}",
-          f"{r['max_diff']:.1e}"] for r in rows])
+          f"{r['output_bytes'] / 2 ** 20:.1f}", f"{r['max_diff']:.1e}"] for r in rows])
