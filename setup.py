@@ -12,6 +12,7 @@ setup(
     long_description=open('README.md', encoding='utf-8').read() if __import__('os').path.exists('README.md') else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['cfsrdelta_arch', 'cfsrdelta_arch.*']),
+    package_data={'cfsrdelta_arch.data': ['kernels/*.mat']},  # USRNet's 12 test kernels (README, "Degraded inputs")
     python_requires='>=3.9',
     install_requires=[
         'basicsr==1.4.2',
@@ -24,6 +25,7 @@ setup(
         'pyyaml',
         'lmdb',
         'tqdm',
+        'scipy',  # degraded inputs: blur (ndimage), kernel file (io)
     ],
     extras_require={
         'test': ['pytest'],

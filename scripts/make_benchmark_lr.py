@@ -16,8 +16,7 @@ import sys
 from cfsrdelta_arch.utils.compat import install_functional_tensor_alias
 
 install_functional_tensor_alias()
-from cfsrdelta_arch.data.lr_generation import list_images, write_lr_images
-from cfsrdelta_arch.utils.image_io import image_size
+from cfsrdelta_arch.data.lr_generation import check_sizes, list_images, write_lr_images
 
 
 def link_hr(hr_folder, out_root):
@@ -30,16 +29,6 @@ def link_hr(hr_folder, out_root):
     elif os.path.exists(target):
         raise FileExistsError(f'{target} exists and is not a link; pass --out elsewhere')
     os.symlink(os.path.abspath(hr_folder), target)
-
-
-def check_sizes(hr_paths, scale):
-    """Raise ValueError naming the first HR image with nothing left after mod-crop to ``scale`` (H or W
-    below it); reads image headers only, so it runs before any LR is written."""
-    for path in hr_paths:
-        h, w = image_size(path)
-        if h < scale or w < scale:
-            raise ValueError(f'{path} is {w}x{h} (WxH), smaller than the scale {scale}: nothing is left after '
-                             'mod-crop; remove it or leave that scale out of --scales')
 
 
 def parse_args(argv=None):

@@ -408,6 +408,8 @@ def stand_in_files(opt, w, root):
         for kind, folder in folders.items():
             if f'dataroot_{kind}' in dataset:
                 dataset[f'dataroot_{kind}'] = folder
+        if dataset['type'] == 'DegradedPairedDataset':  # its real LR names are the HR stems
+            dataset['filename_tmpl'] = f'{{}}x{scale}'
     if opt['path'].get('pretrain_network_g'):
         opt['path']['pretrain_network_g'] = w['ckpt']
     if opt['network_g'].get('backbone_weights'):

@@ -47,7 +47,10 @@ TRAIN_DATASET_KEYS = ('batch_size_per_gpu', 'num_worker_per_gpu')
 PAIRED_DATASETS = {
     'PairedImageDataset': ('dataroot_gt', 'dataroot_lq', 'io_backend.type'),
     'PairedCachedBaseDataset': ('dataroot_gt', 'dataroot_lq', 'dataroot_base', 'io_backend.type'),
+    'DegradedPairedDataset': ('dataroot_gt', 'dataroot_lq', 'io_backend.type'),
 }
+# Other datasets of the plugin and the keys they need.
+DATASET_KEYS = {'DegradedOnTheFlyDataset': ('dataroot_gt', 'gt_size', 'io_backend.type')}
 # Network options that name a checkpoint file (BackboneDelta).
 WEIGHT_KEYS = ('backbone_weights',)
 
@@ -273,7 +276,8 @@ def check_datasets(opt, is_train):
         option(dataset, 'name', f'{where}.')
         check_registered(DATASET_REGISTRY, 'dataset', dataset_type, where)
         paired = dataset_type in PAIRED_DATASETS
-        required = PAIRED_DATASETS.get(dataset_type, ()) + (TRAIN_DATASET_KEYS if phase == 'train' else ())
+        required = (PAIRED_DATASETS.get(dataset_type, ()) + DATASET_KEYS.get(dataset_type, ())
+                    + (TRAIN_DATASET_KEYS if phase == 'train' else ()))
         for name in required + (('gt_size',) if paired and phase == 'train' else ()):
             option(dataset, name, f'{where}.')
         # BasicSR expands '~' in these two only.
@@ -288,7 +292,8 @@ def check_datasets(opt, is_train):
         if paired:
             try:
                 checked_pairs({**dataset, **roots, 'scale': opt['scale'], 'phase': phase},
-                              exact=dataset_type == 'PairedImageDataset' and phase == 'train')
+                              exact=dataset_type == 'PairedImageDataset' and phase == 'train',
+                              images_only=dataset_type == 'DegradedPairedDataset')
             except DatasetError as err:
                 raise DatasetError(f"{where} ({dataset['name']}): {err}") from None
     if skipped and len(skipped) == len(datasets):

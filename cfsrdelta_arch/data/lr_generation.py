@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from basicsr.utils.matlab_functions import imresize
 
+from cfsrdelta_arch.utils.image_io import image_size
+
 
 def mod_crop(img, scale):
     """Drop the bottom/right rows and columns so that H and W are multiples of ``scale``.
@@ -57,6 +59,16 @@ def list_images(folder):
     if not paths:
         raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) in {folder}')
     return paths
+
+
+def check_sizes(hr_paths, scale):
+    """Raise ValueError naming the first HR image with nothing left after mod-crop to ``scale`` (H or W
+    below it); reads image headers only, so it runs before any LR is written."""
+    for path in hr_paths:
+        h, w = image_size(path)
+        if h < scale or w < scale:
+            raise ValueError(f'{path} is {w}x{h} (WxH), smaller than the scale {scale}: nothing is left after '
+                             'mod-crop; remove it or leave that scale out of --scales')
 
 
 def read_image_color(path, keep_16bit=False):

@@ -15,6 +15,7 @@ from basicsr.utils import FileClient, imfrombytes, img2tensor, scandir
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
+from cfsrdelta_arch.data.lr_generation import IMAGE_EXTENSIONS
 from cfsrdelta_arch.utils.image_io import ImageReadError, image_size
 
 
@@ -39,12 +40,17 @@ def lmdb_image_sizes(folder):
     return sizes
 
 
-def unpaired_folders_message(gt_folder, lq_folder, tmpl):
-    """Why BasicSR's ``paired_paths_from_folder`` refused two folders: the first HR without its LR
-    (BasicSR's rule: LR name = ``tmpl.format(HR stem)`` + HR extension) or LR without an HR."""
+def folder_names(folder, images_only=False):
+    """Sorted names of the files in ``folder`` as BasicSR lists them (all files), or of its images only."""
+    return sorted(n for n in scandir(folder) if not images_only or n.lower().endswith(IMAGE_EXTENSIONS))
+
+
+def unpaired_folders_message(gt_folder, lq_folder, tmpl, images_only=False):
+    """Why two folders do not pair up under BasicSR's rule (LR name = ``tmpl.format(HR stem)`` + HR
+    extension): the first HR without its LR or LR without an HR (``images_only``: image files only)."""
     expected = {tmpl.format(os.path.splitext(name)[0]) + os.path.splitext(name)[1]: name
-                for name in sorted(scandir(gt_folder))}
-    lq_names = set(scandir(lq_folder))
+                for name in folder_names(gt_folder, images_only)}
+    lq_names = set(folder_names(lq_folder, images_only))
     unpaired = [f'HR {hr} has no LR {lr}' for lr, hr in expected.items() if lr not in lq_names]
     unpaired += [f'LR {lr} has no HR' for lr in sorted(lq_names - set(expected))]
     more = f' (and {len(unpaired) - 1} more)' if len(unpaired) > 1 else ''
@@ -52,9 +58,20 @@ def unpaired_folders_message(gt_folder, lq_folder, tmpl):
             f'{unpaired[0]}{more}')
 
 
-def _pairs_and_sizes(opt):
+def paired_image_paths(lq_root, gt_root, tmpl):
+    """BasicSR's ``paired_paths_from_folder`` on the image files only (a degraded LR folder also holds
+    kernel.npy and degradation.json); unpaired images are a :class:`DatasetError`."""
+    expected = {tmpl.format(os.path.splitext(name)[0]) + os.path.splitext(name)[1]: name
+                for name in folder_names(gt_root, images_only=True)}
+    if set(expected) != set(folder_names(lq_root, images_only=True)):
+        raise DatasetError(unpaired_folders_message(gt_root, lq_root, tmpl, images_only=True))
+    return [{'lq_path': os.path.join(lq_root, lr), 'gt_path': os.path.join(gt_root, hr)} for lr, hr in expected.items()]
+
+
+def _pairs_and_sizes(opt, images_only=False):
     """(paths, size_of) of a paired dataset's options: the pairs as BasicSR lists them ('lq_path',
-    'gt_path' and, with ``dataroot_base``, 'base_path'), and ``size_of(root, path) -> (H, W)``."""
+    'gt_path' and, with ``dataroot_base``, 'base_path'; ``images_only``: as :func:`paired_image_paths`
+    lists them), and ``size_of(root, path) -> (H, W)``."""
     gt_root, lq_root, base_root = opt['dataroot_gt'], opt['dataroot_lq'], opt.get('dataroot_base')
     if opt['io_backend']['type'] == 'lmdb':
         sizes = {root: lmdb_image_sizes(root) for root in (gt_root, lq_root, base_root) if root}
@@ -69,7 +86,9 @@ def _pairs_and_sizes(opt):
         return paths, lambda root, key: sizes[root][key]
 
     tmpl = opt.get('filename_tmpl', '{}')
-    if opt.get('meta_info_file'):  # PairedImageDataset's listed subset of the folders
+    if images_only:
+        paths = paired_image_paths(lq_root, gt_root, tmpl)
+    elif opt.get('meta_info_file'):  # PairedImageDataset's listed subset of the folders
         paths = paired_paths_from_meta_info_file([lq_root, gt_root], ['lq', 'gt'], opt['meta_info_file'], tmpl)
     else:
         try:
@@ -94,7 +113,7 @@ def _wxh(size):
     return f'{size[1]}x{size[0]}'
 
 
-def checked_pairs(opt, exact=False):
+def checked_pairs(opt, exact=False, images_only=False):
     """The pairs of a paired dataset, after checking their names and sizes.
 
     Reads image headers (folders) or meta_info.txt (LMDBs) only, so it runs before any work. Used by
@@ -106,6 +125,7 @@ def checked_pairs(opt, exact=False):
             filename_tmpl, meta_info_file (folder mode, optional), scale, phase, gt_size (training).
         exact (bool): the GT must be exactly scale x LR (PairedImageDataset's training crop needs it);
             otherwise LR = GT // scale in H and W is enough (the GT is cropped to scale x LR).
+        images_only (bool): pair the image files of the folders only (:func:`paired_image_paths`).
 
     Returns:
         list[dict]: 'lq_path', 'gt_path' and, with dataroot_base, 'base_path': files, or LMDB keys.
@@ -115,7 +135,7 @@ def checked_pairs(opt, exact=False):
             smaller than the patch; an SR_base that is not scale x LR; a missing LMDB meta_info.txt
             or cached SR_base (one line naming the files).
     """
-    paths, size_of = _pairs_and_sizes(opt)
+    paths, size_of = _pairs_and_sizes(opt, images_only)
     scale = opt['scale']
     patch = opt['gt_size'] // scale if opt.get('phase') == 'train' and opt.get('gt_size') else 0
     for p in paths:
