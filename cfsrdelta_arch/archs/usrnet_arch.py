@@ -11,10 +11,10 @@ boundary, exact for the 'classical' setting of docs/degradation_protocol.md) and
 (:class:`ResUNet`, a denoiser conditioned on β); :class:`HyPaNet` maps (σ, s) to every iteration's α, β.
 """
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.nn import functional as F
 
+from cfsrdelta_arch.utils.compat import register_arch
 from cfsrdelta_arch.utils.weights import check_state_dict
 
 
@@ -153,7 +153,7 @@ class HyPaNet(nn.Module):
         return self.mlp(x) + 1e-6
 
 
-@ARCH_REGISTRY.register()
+@register_arch
 class USRNet(nn.Module):
     """USRNet; full model: the defaults (17,016,016 parameters); USRNet-tiny: ``n_iter=6, h_nc=32,
     nc=[16, 32, 64, 64]`` (590,332 parameters). Weights: KAIR model zoo (README, "Degraded inputs").
