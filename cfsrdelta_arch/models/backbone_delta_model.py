@@ -1,5 +1,4 @@
 """BackboneDeltaModel: frozen pretrained backbone, trainable residual refiner."""
-from collections import OrderedDict
 
 import torch
 from basicsr.utils import get_root_logger
@@ -65,19 +64,7 @@ class BackboneDeltaModel(TTASRModel):
         self.base = data['base'].to(self.device) if 'base' in data else None
 
     def optimize_parameters(self, current_iter):
-        self.optimizer_g.zero_grad()
-        self.output = self.net_g(self.lq, base=self.base)
-        loss_dict = OrderedDict()
-        if hasattr(self.cri_pix, 'set_iter'):
-            self.cri_pix.set_iter(current_iter)
-        l_total = self.cri_pix(self.output, self.gt)
-        loss_dict['l_pix'] = l_total
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        self.stop_on_non_finite_loss(current_iter)  # before the step: the weights stay finite
-        l_total.backward()
-        self.optimizer_g.step()
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        self.pixel_loss_step(current_iter, lambda: self.net_g(self.lq, base=self.base))
 
     def test(self):
         # A cached SR_base is only valid for the untransformed, untiled input.

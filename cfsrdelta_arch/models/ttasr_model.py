@@ -176,6 +176,22 @@ class TTASRModel(SRModel):
         super().optimize_parameters(current_iter)
         self.stop_on_non_finite_loss(current_iter)
 
+    def pixel_loss_step(self, current_iter, forward):
+        """One optimiser step on ``train.pixel_opt``'s loss of ``forward()`` (the network's output for
+        the current batch), for models whose network takes more than the LR. The loss is told the
+        iteration (L1FFTLoss's ramp) and checked before the step, so the weights stay finite."""
+        self.optimizer_g.zero_grad()
+        self.output = forward()
+        if hasattr(self.cri_pix, 'set_iter'):
+            self.cri_pix.set_iter(current_iter)
+        l_total = self.cri_pix(self.output, self.gt)
+        self.log_dict = self.reduce_loss_dict(OrderedDict(l_pix=l_total))
+        self.stop_on_non_finite_loss(current_iter)
+        l_total.backward()
+        self.optimizer_g.step()
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
     def reduce_loss_dict(self, loss_dict):
         """{name: float} of the losses, each averaged over all processes on every process (BasicSR's
         averages onto rank 0 only), so that every rank takes the same non-finite-loss decision."""

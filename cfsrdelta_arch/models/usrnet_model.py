@@ -1,5 +1,4 @@
 """USRNetModel: TTASRModel for networks that take the degradation with the LR (USRNet)."""
-from collections import OrderedDict
 
 import torch
 from basicsr.utils.registry import MODEL_REGISTRY
@@ -40,15 +39,7 @@ class USRNetModel(TTASRModel):
         return net(self.lq, self.kernel, self.opt['scale'], self.sigma)
 
     def optimize_parameters(self, current_iter):
-        self.optimizer_g.zero_grad()
-        self.output = self._forward(self.net_g)
-        l_total = self.cri_pix(self.output, self.gt)
-        self.log_dict = self.reduce_loss_dict(OrderedDict(l_pix=l_total))
-        self.stop_on_non_finite_loss(current_iter)  # before the step: the weights stay finite
-        l_total.backward()
-        self.optimizer_g.step()
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        self.pixel_loss_step(current_iter, lambda: self._forward(self.net_g))
 
     def test(self):
         net = self._network_for_test()
