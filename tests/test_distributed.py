@@ -119,6 +119,7 @@ def runs(tmp_path_factory):
                 yaml.safe_dump(dict(opt, name=name), f, sort_keys=False)
         described[case] = {'name': name, 'opt': opt_path, 'args': args, 'world_size': world_size,
                            'out': str(tmp / case)}
+        shutil.rmtree(exp_dir(name), ignore_errors=True)  # a crashed earlier session's leftovers
     marker = tmp / 'PLANTED_PICKLE_RAN'
     described['planted']['marker'] = str(marker)
     planted = os.path.join(exp_dir(described['planted']['name']), 'training_states', f'{VAL_FREQ}.state')
