@@ -16,6 +16,7 @@ Files are written atomically (a temporary file renamed over the target), so an i
 killed run leaves no truncated image.
 """
 import os
+import warnings
 
 import cv2
 import numpy as np
@@ -74,7 +75,9 @@ def image_tensor_view(img):
     img = img[..., None] if img.ndim == 2 else img
     if any(stride < 0 for stride in img.strides):  # e.g. img[..., ::-1]: torch has no negative strides
         img = np.ascontiguousarray(img)
-    return torch.from_numpy(img).permute(2, 0, 1)[None]
+    with warnings.catch_warnings():  # a read-only array (np.asarray of a PIL image): the view is never written
+        warnings.filterwarnings('ignore', message='The given NumPy array is not writable')
+        return torch.from_numpy(img).permute(2, 0, 1)[None]
 
 
 def tile_to_float(x, bgr=False):
