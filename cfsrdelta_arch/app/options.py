@@ -179,26 +179,27 @@ def check_name(name, names, kind, where, missing='is not registered', listed='re
     raise OptionFileError(f"{where}: {kind} type '{name}' {missing}; {hint}")
 
 
+def registered_names(registry):
+    """Names of a BasicSR registry, BasicSR's own '<name>_basicsr' entries under their plain names."""
+    return {n[:-len('_basicsr')] if n.endswith('_basicsr') else n for n in registry.keys()}
+
+
 def check_registered(registry, kind, name, where):
     """:func:`check_name` against a BasicSR registry (its '<name>_basicsr' fallback included)."""
-    check_name(name, {n[:-len('_basicsr')] if n.endswith('_basicsr') else n for n in registry.keys()},
-               kind, where)
+    check_name(name, registered_names(registry), kind, where)
 
 
 def check_optimization(train):
     """``train.optim_*`` (any torch.optim optimizer, see TTASRModel) and ``train.scheduler`` (one of
     BasicSR's): names and options, checked like the registry sections."""
+    wording = {'listed': 'available'}
     for key, section in train.items():
         if key.startswith('optim_') and isinstance(section, dict):
-            name = option(section, 'type', f'train.{key}.')
-            check_name(name, optimizer_names(), 'optimizer', f'train.{key}', 'is not in torch.optim', 'available')
-            kwargs = {k: v for k, v in section.items() if k != 'type'}
-            check_call(getattr(torch.optim, name), {'params': None, **kwargs}, f'train.{key} ({name})')
-    section = option(train, 'scheduler', 'train.')
-    name = option(section, 'type', 'train.scheduler.')
-    check_name(name, SCHEDULERS, 'scheduler', 'train.scheduler', "is not one of BasicSR's", 'available')
-    kwargs = {k: v for k, v in section.items() if k != 'type'}
-    check_call(SCHEDULERS[name], {'optimizer': None, **kwargs}, f'train.scheduler ({name})')
+            check_section(section, f'train.{key}', 'optimizer', optimizer_names(),
+                          lambda name: getattr(torch.optim, name), {'params': None},
+                          missing='is not in torch.optim', **wording)
+    check_section(option(train, 'scheduler', 'train.'), 'train.scheduler', 'scheduler', SCHEDULERS, SCHEDULERS.get,
+                  {'optimizer': None}, missing="is not one of BasicSR's", **wording)
 
 
 def registered_class(registry, name):
@@ -224,13 +225,21 @@ def check_call(cls, kwargs, where):
         raise OptionFileError(f'{where}: {err}') from None
 
 
-def check_typed(registry, kind, section, where, extra=None):
-    """Check a ``{type: Name, **kwargs}`` section built as ``Name(**kwargs)`` (archs, losses, metrics)."""
+def check_section(section, where, kind, names, class_of, extra=None, **wording):
+    """Check a ``{type: Name, **kwargs}`` section built as ``class_of(Name)(**kwargs, **extra)``: the
+    name is one of ``names`` (else the closest one is suggested; ``wording`` goes to :func:`check_name`)
+    and the options fit the class. Returns ``kwargs``."""
     name = option(section, 'type', f'{where}.')
-    check_registered(registry, kind, name, where)
+    check_name(name, names, kind, where, **wording)
     kwargs = {k: v for k, v in section.items() if k != 'type'}
-    check_call(registered_class(registry, name), {**kwargs, **(extra or {})}, f'{where} ({name})')
+    check_call(class_of(name), {**kwargs, **(extra or {})}, f'{where} ({name})')
     return kwargs
+
+
+def check_typed(registry, kind, section, where, extra=None):
+    """:func:`check_section` for a registry's section (archs, losses, metrics)."""
+    return check_section(section, where, kind, registered_names(registry),
+                         lambda name: registered_class(registry, name), extra)
 
 
 def check_network(net_opt, where, scale):
