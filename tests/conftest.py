@@ -14,7 +14,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SHARED = os.path.abspath(os.path.join(ROOT, os.pardir, 'shared'))
 
 import cfsrdelta_arch  # noqa: F401  (registers everything; must precede basicsr imports)
-from cfsrdelta_arch.utils.weights import NO_DOWNLOAD_ENV
+from cfsrdelta_arch.utils.weights import NO_DOWNLOAD_ENV, CheckpointError
 
 # Tests never reach the network: a missing official file is an error here, not a download (subprocesses
 # inherit this; tests/test_weights_download.py turns downloads on against a local server).
@@ -196,3 +196,12 @@ def encode_base(img):
     ok, buf = cv2.imencode('.png', from_float(img, np.uint16))
     assert ok
     return buf.tobytes()
+
+
+def checkpoint_error_line(fn):
+    """The message of the CheckpointError that ``fn()`` raises, checked to be one non-empty line."""
+    with pytest.raises(CheckpointError) as info:
+        fn()
+    msg = str(info.value)
+    assert msg and '\n' not in msg
+    return msg

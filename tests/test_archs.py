@@ -11,8 +11,8 @@ from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_o
 from cfsrdelta_arch.archs.lrrefinenet_arch import LRRefineNet
 from cfsrdelta_arch.archs.refinenet_arch import RefineNet
 from cfsrdelta_arch.archs.back_projection import BackProjection
-from cfsrdelta_arch.utils.weights import CheckpointError, load_weights, verify_official
-from conftest import TINY_CFSR, official_weights, random_lr_sr, require_shared
+from cfsrdelta_arch.utils.weights import load_weights, verify_official
+from conftest import TINY_CFSR, checkpoint_error_line, official_weights, random_lr_sr, require_shared
 
 SCALES = (2, 3, 4)
 LR_H, LR_W = 10, 7  # non-square, odd: catches H/W mix-ups and scale rounding
@@ -222,40 +222,32 @@ def test_official_cfsr_weights_load_strictly(scale):
     assert (out - 0.5).abs().max().item() < 0.05
 
 
-def single_line_error(fn):
-    with pytest.raises(CheckpointError) as info:
-        fn()
-    msg = str(info.value)
-    assert msg and '\n' not in msg
-    return msg
-
-
 def test_wrong_scale_is_one_clear_line():
     path = official_weights('CFSR_x2.pth')
-    msg = single_line_error(lambda: load_weights(CFSR(upscale=4), path))
+    msg = checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), path))
     assert 'x2 CFSR' in msg and 'x4' in msg and 'upscale: 2' in msg
 
 
 def test_other_network_is_one_clear_line():
     path = official_weights('LESRCNN_x4.pth')
-    msg = single_line_error(lambda: load_weights(CFSR(upscale=4), path))
+    msg = checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), path))
     assert msg.startswith(f'{path}: not a CFSR checkpoint')  # names the file
 
 
 def test_deploy_checkpoint_into_train_form_is_one_clear_line():
     path = official_weights('CFSR_x4.pth')
-    msg = single_line_error(lambda: load_weights(CFSR(upscale=4, deploy=False), path))
+    msg = checkpoint_error_line(lambda: load_weights(CFSR(upscale=4, deploy=False), path))
     assert 'merged (deploy-form)' in msg
 
 
 def test_train_form_checkpoint_into_deploy_form_is_one_clear_line():
     state = build_from_options(dict(TINY_CFSR, deploy=False)).state_dict()
-    msg = single_line_error(lambda: build_from_options(TINY_CFSR).load_state_dict(state))
+    msg = checkpoint_error_line(lambda: build_from_options(TINY_CFSR).load_state_dict(state))
     assert 'train-form' in msg
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path):
-    msg = single_line_error(lambda: load_weights(CFSR(), str(tmp_path / 'nope.pth')))
+    msg = checkpoint_error_line(lambda: load_weights(CFSR(), str(tmp_path / 'nope.pth')))
     assert 'checkpoint not found' in msg
 
 
@@ -267,9 +259,9 @@ def test_sha256_mismatch_is_detected(tmp_path):
     data = bytearray(copy.read_bytes())
     data[len(data) // 2] ^= 0xFF
     copy.write_bytes(bytes(data))
-    msg = single_line_error(lambda: verify_official(str(copy)))
+    msg = checkpoint_error_line(lambda: verify_official(str(copy)))
     assert 'sha256' in msg and 'does not match' in msg
-    single_line_error(lambda: load_weights(CFSR(upscale=4), str(copy)))  # loading verifies too
+    checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), str(copy)))  # loading verifies too
     # The same bytes under a non-official name are not checked.
     other = tmp_path / 'my_cfsr.pth'
     shutil.copyfile(copy, other)

@@ -20,9 +20,9 @@ from cfsrdelta_arch.app.options import check_command_line
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.utils.fileio import OptionFileError
 from cfsrdelta_arch.utils.image_io import read_image
-from cfsrdelta_arch.utils.weights import (NO_DOWNLOAD_ENV, OFFICIAL_WEIGHTS, WEIGHTS_URL_ENV, CheckpointError,
+from cfsrdelta_arch.utils.weights import (NO_DOWNLOAD_ENV, OFFICIAL_WEIGHTS, WEIGHTS_URL_ENV,
                                           load_weights, sha256_of)
-from conftest import ROOT, official_weights, smooth_image, write_png, write_tiny_dataset
+from conftest import ROOT, checkpoint_error_line, official_weights, smooth_image, write_png, write_tiny_dataset
 
 NAME = 'CFSR_x4.pth'
 
@@ -70,14 +70,6 @@ def downloads(monkeypatch, server):
     return lambda mode: monkeypatch.setenv(WEIGHTS_URL_ENV, base_url(server, mode))
 
 
-def one_line_error(fn):
-    with pytest.raises(CheckpointError) as info:
-        fn()
-    msg = str(info.value)
-    assert msg and '\n' not in msg
-    return msg
-
-
 def all_files(folder):
     """Every file below ``folder`` (hidden temporary files included), relative names."""
     return sorted(os.path.relpath(os.path.join(r, f), folder) for r, _, files in os.walk(folder) for f in files)
@@ -98,14 +90,14 @@ def test_missing_official_file_is_downloaded_verified_and_loads(tmp_path, downlo
 
 def test_wrong_file_is_refused_and_not_kept(tmp_path, downloads):
     downloads('wrong')
-    msg = one_line_error(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
+    msg = checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
     assert 'sha256' in msg and OFFICIAL_WEIGHTS[NAME].sha256[:12] in msg and '/wrong/CFSR_x4.pth' in msg
     assert all_files(tmp_path) == []
 
 
 def test_http_error_names_the_url_and_the_offline_command(tmp_path, downloads, server):
     downloads('missing')
-    msg = one_line_error(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
+    msg = checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
     assert f'{base_url(server, "missing")}/{NAME}' in msg and '404' in msg
     assert 'python scripts/fetch_weights.py --from DIR' in msg
     assert all_files(tmp_path) == []
@@ -113,7 +105,7 @@ def test_http_error_names_the_url_and_the_offline_command(tmp_path, downloads, s
 
 def test_connection_dropped_mid_file_leaves_nothing(tmp_path, downloads, server):
     downloads('drop')
-    one_line_error(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
+    checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
     assert server.requests[-1] == f'/drop/{NAME}'
     assert all_files(tmp_path) == []
 
@@ -121,9 +113,9 @@ def test_connection_dropped_mid_file_leaves_nothing(tmp_path, downloads, server)
 def test_no_download_when_turned_off_or_not_official(tmp_path, server, monkeypatch):
     monkeypatch.setenv(WEIGHTS_URL_ENV, base_url(server, 'ok'))  # conftest has turned downloads off
     before = len(server.requests)
-    assert 'downloads are off' in one_line_error(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
+    assert 'downloads are off' in checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
     monkeypatch.delenv(NO_DOWNLOAD_ENV)
-    assert 'checkpoint not found' in one_line_error(lambda: load_weights(CFSR(upscale=4), str(tmp_path / 'x4.pth')))
+    assert 'checkpoint not found' in checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), str(tmp_path / 'x4.pth')))
     assert len(server.requests) == before and all_files(tmp_path) == []
 
 
