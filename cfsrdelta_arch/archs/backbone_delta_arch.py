@@ -77,12 +77,13 @@ class BackboneDelta(nn.Module):
         target.load_state_dict(state_dict, strict=strict)
         return target
 
-    def forward(self, lr, base=None):
+    def forward(self, lr, base=None, **degradation):
         """Refined SR (N, 3, s*H, s*W) of LR (N, 3, H, W).
 
         ``base``: the backbone's output for ``lr`` computed elsewhere (a cached SR_base, or one
         backbone pass shared by several refiners); it skips the backbone and is clamped to [0, 1]
-        like :meth:`forward_backbone`'s.
+        like :meth:`forward_backbone`'s. ``degradation``: keyword arguments for a non-blind refiner
+        (NonBlindRefineNet's ``kernel``, ``sigma``, ``degradation``).
         """
         base = self.forward_backbone(lr) if base is None else base.clamp(0, 1)
-        return self.refiner(base, lr)
+        return self.refiner(base, lr, **degradation)

@@ -71,13 +71,14 @@ def random_kernel(rng, size, kernel_list, kernel_prob, sigma_range, motion_lengt
 
 
 def sample_generators(seed, index):
-    """(crop, kernel, noise) numpy generators of sample ``index``: independent streams of
+    """(crop, kernel, noise, model) numpy generators of sample ``index``: independent streams of
     ``SeedSequence([seed, index])``, so a sample never depends on the worker that loads it or on the
     samples loaded before it, and changing one option (e.g. the kernel types) leaves the others' draws.
 
-    The noise generator draws σ_n first (uniform in ``noise_range``), then the (h, w, 3) noise array.
+    The noise generator draws σ_n first (uniform in ``noise_range``), then the (h, w, 3) noise array;
+    the model generator picks the degradation model when several are given.
     """
-    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(3))
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4))
 
 
 @DATASET_REGISTRY.register()
@@ -96,8 +97,9 @@ class DegradedOnTheFlyDataset(data.Dataset):
         io_backend (dict): ``{type: disk}`` or ``{type: lmdb}``.
         scale (int): set by BasicSR from the top-level ``scale``.
         gt_size (int): HR patch size, a multiple of ``scale``.
-        degradation (str): 'classical' (circular blur, ``[0::s, 0::s]``; default) or 'gaussian8'
-            (reflect blur, MATLAB bicubic), as in docs/degradation_protocol.md.
+        degradation (str | list[str]): 'classical' (circular blur, ``[0::s, 0::s]``; default) or
+            'gaussian8' (reflect blur, MATLAB bicubic), as in docs/degradation_protocol.md; a list
+            draws one of them per sample, uniformly.
         kernel_size (int): odd size of every returned kernel (default 25, the size of USRNet's kernels).
         kernel_list, kernel_prob: see :func:`random_kernel` (default all four, [0.3, 0.3, 0.3, 0.1]).
         sigma_range (list[float]): Gaussian widths in HR pixels (default [0.6, 4.0]; scale it with ``scale``).
@@ -111,14 +113,15 @@ class DegradedOnTheFlyDataset(data.Dataset):
     Returns (per sample):
         dict: 'lq' (3, gt_size/s, gt_size/s) and 'gt' (3, gt_size, gt_size) float32 RGB in [0, 1];
         'kernel' (kernel_size, kernel_size) float32, sums to 1; 'noise_sigma' float32 scalar tensor,
-        σ_n on the 0-255 scale; 'lq_path', 'gt_path': the HR file (or LMDB key).
+        σ_n on the 0-255 scale; 'degradation': the sample's degradation model; 'lq_path', 'gt_path': the HR file (or LMDB key).
     """
 
     def __init__(self, opt):
         super().__init__()
         self.opt = opt
         self.scale, self.gt_size = int(opt['scale']), int(opt['gt_size'])
-        self.model = opt.get('degradation', 'classical')
+        models = opt.get('degradation', 'classical')
+        self.models = [models] if isinstance(models, str) else list(models)
         self.kernel_size = int(opt.get('kernel_size', 25))
         self.kernel_list = list(opt.get('kernel_list', KERNEL_TYPES))
         self.kernel_prob = list(opt.get('kernel_prob', [0.3, 0.3, 0.3, 0.1]))
@@ -146,7 +149,10 @@ class DegradedOnTheFlyDataset(data.Dataset):
     def _check_options(self):
         """One-line DatasetError for options that would fail (or silently mislead) later."""
         try:
-            check_setting(self.model)
+            if not self.models:
+                raise ValueError('no degradation model given')
+            for model in self.models:
+                check_setting(model)
         except ValueError as err:
             raise DatasetError(f'degradation: {err}') from None
         problems = [
@@ -177,7 +183,8 @@ class DegradedOnTheFlyDataset(data.Dataset):
 
     def __getitem__(self, index):
         path = self.paths[index % len(self.paths)]
-        crop_rng, kernel_rng, noise_rng = sample_generators(self.seed, index)
+        crop_rng, kernel_rng, noise_rng, model_rng = sample_generators(self.seed, index)
+        model = self.models[int(model_rng.integers(len(self.models)))] if len(self.models) > 1 else self.models[0]
         hr = self.read_hr(path)
         top = int(crop_rng.integers(0, hr.shape[0] - self.gt_size + 1))
         left = int(crop_rng.integers(0, hr.shape[1] - self.gt_size + 1))
@@ -193,8 +200,9 @@ class DegradedOnTheFlyDataset(data.Dataset):
         kernel = random_kernel(kernel_rng, self.kernel_size, self.kernel_list, self.kernel_prob, self.sigma_range,
                                self.motion_length_range)
         noise_sigma = float(noise_rng.uniform(*self.noise_range))
-        lr = add_noise(blur_downsample(hr, kernel, self.scale, self.model), noise_sigma, noise_rng)
+        lr = add_noise(blur_downsample(hr, kernel, self.scale, model), noise_sigma, noise_rng)
         lr = quantise(lr).astype(np.float64) / 255.0 if self.quantise else np.clip(lr, 0, 1)
         lq, gt = img2tensor([lr.astype(np.float32), hr.astype(np.float32)], bgr2rgb=True, float32=True)
         return {'lq': lq, 'gt': gt, 'kernel': torch.from_numpy(kernel.astype(np.float32)),
-                'noise_sigma': torch.tensor(noise_sigma, dtype=torch.float32), 'lq_path': path, 'gt_path': path}
+                'noise_sigma': torch.tensor(noise_sigma, dtype=torch.float32), 'degradation': model,
+                'lq_path': path, 'gt_path': path}

@@ -17,8 +17,8 @@ class DegradedPairedDataset(PairedImageDataset):
     BasicSR's PairedImageDataset cannot read such a folder: it pairs every file, and the folder also
     holds ``kernel.npy`` and ``degradation.json``. This one pairs the images only (names and sizes
     checked, :func:`checked_pairs`) and adds to every sample 'kernel' (kh, kw) float32 and
-    'noise_sigma' (float32 scalar tensor, σ_n on the 0-255 scale), the keys DegradedOnTheFlyDataset
-    returns; blind models ignore them. LR files carry the HR stems (``filename_tmpl: '{}'``, the
+    'noise_sigma' (float32 scalar tensor, σ_n on the 0-255 scale) and 'degradation' (the setting,
+    'gaussian8' or 'classical'), the keys DegradedOnTheFlyDataset returns; blind models ignore them. LR files carry the HR stems (``filename_tmpl: '{}'``, the
     default). Outside training the HR is cropped to s x the LR size, which is the protocol's mod-crop.
     Disk folders only.
     """
@@ -41,6 +41,8 @@ class DegradedPairedDataset(PairedImageDataset):
         self.paths = checked_pairs(opt, images_only=True)
         self.kernel = torch.from_numpy(kernel.astype(np.float32))
         self.noise_sigma = torch.tensor(float(record['noise_sigma']), dtype=torch.float32)
+        self.degradation = record['setting']
 
     def __getitem__(self, index):
-        return dict(super().__getitem__(index), kernel=self.kernel, noise_sigma=self.noise_sigma)
+        return dict(super().__getitem__(index), kernel=self.kernel, noise_sigma=self.noise_sigma,
+                    degradation=self.degradation)

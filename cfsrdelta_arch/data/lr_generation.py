@@ -43,7 +43,7 @@ def bicubic_downsample(hr, scale):
     return np.clip(np.floor(lr * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def list_images(folder):

@@ -1,0 +1,81 @@
+"""Point-spread functions (PSFs) of the degradation models of docs/degradation_protocol.md.
+
+Both models become ``y = (x ⊗ psf)[0::s, 0::s] + n``, the form USRNet's FFT data step solves:
+
+- ``classical``: the blur kernel itself (blur, then the upper-left pixel of each s x s block);
+- ``gaussian8``: the blur kernel convolved with the MATLAB bicubic antialiasing kernel, whose
+  taps are off-centre (LR pixel i sits at HR coordinate s·i + (s-1)/2), so this PSF is not
+  centred: its centre index is the offset of the sample at ``[0::s]``.
+
+Exact away from the borders (the protocol's boundaries are reflect/symmetric or circular; the
+data step's is circular, see NonBlindRefineNet's padding).
+"""
+import torch
+from torch.nn import functional as F
+
+from .bicubic_layers import _interior_taps
+
+DEGRADATIONS = ('gaussian8', 'classical')
+
+
+def bicubic_psf_1d(scale):
+    """1-D MATLAB bicubic downsampling by 1/``scale`` as a convolution kernel of odd length 2r+1.
+
+    imresize computes ``y[i] = Σ_t w[t] · x[s·i + off + t]``; as a convolution sampled at ``s·i``,
+    ``y[i] = Σ_m k[m] · x[s·i - m]``, so ``k[m] = w[-m - off]``, stored at index ``r + m``.
+
+    Returns:
+        Tensor: float64 (2r+1,), sums to 1.
+    """
+    n = 8
+    weights, first = _interior_taps(n * scale, n, 1.0 / scale)
+    taps, offset = weights[n // 2], int(first[n // 2]) - scale * (n // 2)
+    radius = max(abs(offset), abs(offset + len(taps) - 1))
+    kernel = torch.zeros(2 * radius + 1, dtype=torch.float64)
+    for t, w in enumerate(taps):
+        kernel[radius - offset - t] = w
+    return kernel
+
+
+def check_degradations(degradation, batch):
+    """Per-sample list of degradation model names from one name or a sequence of ``batch`` names."""
+    names = [degradation] * batch if isinstance(degradation, str) else list(degradation)
+    unknown = sorted(set(names) - set(DEGRADATIONS))
+    if unknown or len(names) != batch:
+        raise ValueError(f'degradation must be one of {", ".join(DEGRADATIONS)} (or one per sample); '
+                         f'got {degradation!r} for a batch of {batch}')
+    return names
+
+
+def center_pad(kernels, size):
+    """Zero-pad odd (N, 1, k, k) kernels to (N, 1, size, size), centre kept at the centre."""
+    pad = (size - kernels.shape[-1]) // 2
+    return F.pad(kernels, (pad, pad, pad, pad))
+
+
+def degradation_psf(kernel, scale, degradation):
+    """PSF (N, 1, K, K) such that ``y = (x ⊗ psf)[0::s, 0::s]`` (centre index K // 2).
+
+    Args:
+        kernel (Tensor): blur kernels (N, kh, kw) or (N, 1, kh, kw), odd square, each summing to 1.
+        scale (int): the SR scale.
+        degradation (str | Sequence[str]): 'gaussian8' or 'classical', for all samples or per sample.
+
+    Returns:
+        Tensor: (N, 1, K, K) in the kernel's dtype; K = kh for an all-classical batch, else
+        kh + len(bicubic_psf_1d(scale)) - 1.
+    """
+    kernel = kernel.unsqueeze(1) if kernel.dim() == 3 else kernel
+    if kernel.shape[-1] != kernel.shape[-2] or kernel.shape[-1] % 2 == 0:
+        raise ValueError(f'blur kernels must be odd and square, got {tuple(kernel.shape[-2:])}')
+    names = check_degradations(degradation, kernel.shape[0])
+    bicubic = [name == 'gaussian8' for name in names]
+    if not any(bicubic):
+        return kernel
+    taps = bicubic_psf_1d(scale).to(kernel)
+    cubic = torch.outer(taps, taps)[None, None]
+    full = cubic.shape[-1] - 1
+    # full 2-D convolution: correlation of the padded kernel with the flipped cubic PSF
+    blurred = F.conv2d(F.pad(kernel, (full, full, full, full)), cubic.flip(-2, -1))
+    mask = torch.tensor(bicubic, device=kernel.device).view(-1, 1, 1, 1)
+    return torch.where(mask, blurred, center_pad(kernel, blurred.shape[-1]))

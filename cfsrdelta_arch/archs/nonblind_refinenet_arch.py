@@ -1,0 +1,133 @@
+"""NonBlindRefineNet: a refiner told the blur kernel and noise level, for a frozen bicubic-trained backbone."""
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from cfsrdelta_arch.utils.compat import get_arch, register_arch
+from cfsrdelta_arch.utils.weights import load_weights
+
+from .bicubic_layers import pixel_unshuffle, symmetric_pad
+from .blocks import residual_conv_body
+from .degradation_psf import check_degradations, degradation_psf
+from .usrnet_arch import DataNet, data_terms
+
+# σ of the 8-bit rounding every LR has (on the [0, 1] scale): the noise level the data weight sees at σ_n = 0.
+QUANTISATION_SIGMA = 1.0 / 255
+# The shipped clean-bicubic delta (weights/cfsrdelta/CFSRDelta_BPRefineNet_x<s>.pth) is this refiner.
+SHIPPED_CLEAN_REFINER = {'type': 'BPRefineNet', 'width': 20, 'num_convs': 3, 'bp_steps': 3}
+
+
+def as_sigma(sigma, batch, like):
+    """Noise levels σ on the [0, 1] scale as (N, 1, 1, 1) of ``like``'s dtype/device (None: 0)."""
+    sigma = torch.zeros(()) if sigma is None else torch.as_tensor(sigma)
+    return sigma.to(like).reshape(-1, 1, 1, 1).expand(batch, 1, 1, 1)
+
+
+def is_delta(kernel):
+    """(N,) bool: the blur kernel (N, 1, k, k) is the identity (all its mass on one tap)."""
+    return kernel.flatten(1).amax(dim=1) > 1 - 1e-6
+
+
+@register_arch
+class NonBlindRefineNet(nn.Module):
+    """Refine a bicubic-trained backbone's SR of an LR image degraded by a *known* blur and noise level.
+
+    ``stages`` times: a closed-form data step (USRNet's FFT solution of
+    ``argmin_x ||y - (x ⊗ psf)↓s||² + α_t ||x - z||²``, with the PSF of the degradation model,
+    archs/degradation_psf.py) pulls the estimate ``z`` onto the LR, then a learned LR-resolution body
+    (on the pixel-unshuffled estimate, the LR and a σ map) removes what the inversion amplifies
+    (ringing, noise): ``z <- x + pixel_shuffle(body_t(...))``. The data weight is noise-aware,
+    ``log α_t = a_t + b_t · log(1 + σ² / q²)`` (q: 8-bit rounding, :data:`QUANTISATION_SIGMA`):
+    with b_t = 1 it grows with the noise variance like a Wiener filter's; a_t, b_t are learned
+    (2 scalars per stage), starting at ``log(alpha_init)`` and 1. The first ``z`` is the backbone's SR,
+    so the network only has to learn what the degradation costs; the last body starts at ~zero output.
+
+    Clean bicubic LR (identity blur kernel, or none, with the 'gaussian8' model and σ = 0) is what the
+    backbone and the shipped delta were made for: those samples go through ``clean`` — the shipped
+    BPRefineNet with its weights, frozen — so on clean input this network *is* today's CFSR-Delta.
+
+    The data step assumes a circular boundary; the images are padded by ``pad`` LR pixels first
+    (symmetric for 'gaussian8', whose blur and bicubic use reflect/symmetric borders; circular for
+    'classical', whose blur is circular), which makes it exact up to the padding's far edge.
+
+    Args:
+        upscale (int): scale s. num_in_ch (int): image channels (3).
+        stages (int): data step + body iterations. width, num_convs, init_std: each body
+            (blocks.residual_conv_body). alpha_init (float): every α_t at σ = 0 at initialisation.
+        pad (int): LR pixels of padding around the data step (> the PSF radius / s; LR H, W > pad).
+        clean_refiner (dict | None): option dict of the clean-path refiner (default
+            :data:`SHIPPED_CLEAN_REFINER` at ``upscale``). clean_weights (str | None): its checkpoint
+            (verified, strict); clean_param_key (str): key inside it.
+
+    ``forward(sr, lr, kernel=None, sigma=None, degradation='gaussian8')``: sr (N, 3, s*H, s*W) the
+    backbone's SR in [0, 1], lr (N, 3, H, W) in [0, 1], kernel (N, k, k) or (N, 1, k, k) odd blur
+    kernels summing to 1 (None: no blur), sigma noise levels on the [0, 1] scale (σ_n / 255; a
+    number, (N,) or (N, 1, 1, 1); None: 0), degradation 'gaussian8' | 'classical' or one per
+    sample. Returns (N, 3, s*H, s*W), unclamped.
+    """
+
+    def __init__(self, upscale=4, num_in_ch=3, stages=2, width=32, num_convs=4, init_std=1e-4, alpha_init=0.01, pad=8, clean_refiner=None, clean_weights=None, clean_param_key='params_ema'):
+        super().__init__()
+        self.upscale, self.stages, self.pad = upscale, stages, pad
+        clean = dict(clean_refiner or dict(SHIPPED_CLEAN_REFINER, upscale=upscale))
+        self.clean = get_arch(clean.pop('type'))(**clean)
+        if clean_weights:
+            load_weights(self.clean, clean_weights, clean_param_key)
+        self.clean.requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.full((stages,), math.log(alpha_init)))
+        self.noise_gain = nn.Parameter(torch.ones(stages))
+        packed = num_in_ch * upscale * upscale
+        self.bodies = nn.ModuleList(residual_conv_body(packed + num_in_ch + 1, width, packed, num_convs, init_std)
+                                    for _ in range(stages))
+        self.data_step = DataNet()
+
+    def train(self, mode=True):
+        """Switch the learned stages only; the frozen clean-path refiner stays in eval mode."""
+        super().train(mode)
+        self.clean.eval()
+        return self
+
+    def _pad(self, x, pixels, circular):
+        """Pad (N, C, H, W) by ``pixels`` on every side: circular where ``circular`` (N,) is true, else symmetric."""
+        symmetric = symmetric_pad(x, pixels, pixels, pixels, pixels)
+        if not circular.any():
+            return symmetric
+        return torch.where(circular.view(-1, 1, 1, 1), F.pad(x, (pixels,) * 4, mode='circular'), symmetric)
+
+    def restore(self, sr, lr, kernel, sigma, names):
+        """The non-blind stages on a batch (all arguments per sample, as :meth:`forward` normalises them)."""
+        s, p = self.upscale, self.pad
+        circular = torch.tensor([n == 'classical' for n in names], device=lr.device)
+        lr = self._pad(lr, p, circular)
+        z = self._pad(sr, s * p, circular)
+        fb, fbc, f2b, fbfy = data_terms(lr, degradation_psf(kernel, s, names).to(lr), s)
+        noise = torch.log1p((sigma / QUANTISATION_SIGMA) ** 2)  # (N, 1, 1, 1)
+        alphas = torch.exp(self.log_alpha.view(1, -1, 1, 1) + self.noise_gain.view(1, -1, 1, 1) * noise)
+        sigma_map = sigma.expand(-1, 1, lr.shape[-2], lr.shape[-1])
+        for t, body in enumerate(self.bodies):
+            x = self.data_step(z, fb, fbc, f2b, fbfy, alphas[:, t:t + 1], s)
+            z = x + F.pixel_shuffle(body(torch.cat((pixel_unshuffle(x, s), lr, sigma_map), dim=1)), s)
+        return z[..., s * p:z.shape[-2] - s * p, s * p:z.shape[-1] - s * p]
+
+    def forward(self, sr, lr, kernel=None, sigma=None, degradation='gaussian8'):
+        s, n = self.upscale, lr.shape[0]
+        if sr.shape[-2:] != (lr.shape[-2] * s, lr.shape[-1] * s):
+            raise ValueError(f'NonBlindRefineNet: SR of size {tuple(sr.shape[-2:])} does not match LR '
+                             f'{tuple(lr.shape[-2:])} x{s}')
+        if min(lr.shape[-2:]) <= self.pad:
+            raise ValueError(f'NonBlindRefineNet: LR {tuple(lr.shape[-2:])} must be larger than pad={self.pad}')
+        names = check_degradations(degradation, n)
+        if kernel is None:
+            kernel = lr.new_ones(n, 1, 1, 1)
+        kernel = (kernel.unsqueeze(1) if kernel.dim() == 3 else kernel).to(lr)
+        sigma = as_sigma(sigma, n, lr)
+        clean = is_delta(kernel) & (sigma.view(-1) == 0) & torch.tensor([m == 'gaussian8' for m in names],
+                                                                      device=lr.device)
+        if clean.all():
+            return self.clean(sr, lr)
+        restored = self.restore(sr, lr, kernel, sigma, names)
+        if not clean.any():
+            return restored
+        return torch.where(clean.view(-1, 1, 1, 1), self.clean(sr, lr), restored)

@@ -1,0 +1,37 @@
+"""NonBlindDeltaModel: BackboneDeltaModel for a refiner that is told the degradation (NonBlindRefineNet)."""
+
+import torch
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from .backbone_delta_model import BackboneDeltaModel
+from .degradation_inputs import degradation_inputs
+from .usrnet_model import refuse_tiles_and_ensemble
+
+
+@MODEL_REGISTRY.register()
+class NonBlindDeltaModel(BackboneDeltaModel):
+    """Train only a non-blind refiner on top of a frozen backbone: ``net_g(lq, kernel=, sigma=, degradation=)``.
+
+    The data carries the degradation (DegradedOnTheFlyDataset, DegradedPairedDataset; see
+    :func:`degradation_inputs`). Whole images only (self-ensemble and tiling are refused); no backbone
+    cache (the LR is degraded on the fly). Everything else is BackboneDeltaModel's.
+    """
+
+    def __init__(self, opt):
+        refuse_tiles_and_ensemble(opt, 'NonBlindDeltaModel')
+        super().__init__(opt)
+
+    def feed_data(self, data):
+        super().feed_data(data)
+        self.degradation = degradation_inputs(data, self.device)
+
+    def optimize_parameters(self, current_iter):
+        self.pixel_loss_step(current_iter, lambda: self.net_g(self.lq, base=self.base, **self.degradation))
+
+    def test(self):
+        net = self._network_for_test()
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = net(self.lq, base=self.base, **self.degradation)
+        net.train(was_training)
