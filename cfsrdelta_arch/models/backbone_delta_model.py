@@ -50,11 +50,12 @@ class BackboneDeltaModel(TTASRModel):
                                f'{frozen:,d} backbone parameters frozen')
 
     def model_ema(self, decay=0.999):
-        """EMA of the refiner; the frozen backbone is copied, not averaged (``x*d + x*(1-d)`` is not
-        exactly ``x`` in floating point, so BasicSR's version lets the EMA backbone drift)."""
+        """EMA of the refiner's trained parameters; frozen ones (the backbone, a refiner's frozen part
+        such as NonBlindRefineNet's clean path) are copied, not averaged (``x*d + x*(1-d)`` is not
+        exactly ``x`` in floating point, so BasicSR's version lets them drift)."""
         ema_params = dict(self.net_g_ema.named_parameters())
         for name, param in self.get_bare_model(self.net_g).named_parameters():
-            if name.startswith('backbone.'):
+            if not param.requires_grad:
                 ema_params[name].data.copy_(param.data)
             else:
                 ema_params[name].data.mul_(decay).add_(param.data, alpha=1 - decay)
