@@ -90,8 +90,10 @@ class TorchBackend:
         self.net = copy.deepcopy(net).to(self.device, memory_format=torch.channels_last).eval()
 
     @torch.inference_mode()
-    def __call__(self, lr):
-        return self.net(lr.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last))
+    def __call__(self, lr, *args, **kwargs):
+        """``args``/``kwargs``: a non-blind network's degradation inputs (app/engine.py)."""
+        return self.net(lr.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last),
+                        *args, **kwargs)
 
 
 class OnnxRuntimeBackend:

@@ -26,6 +26,12 @@ within 1e-4 of it; the compiled model is cached in $CFSRDELTA_CACHE (default ~/.
 reused. OpenVINO compiles once per input size (seconds; then cached), so with images of many sizes
 use --tile: every tile has the same size.
 
+Blurred or noisy photos: a non-blind network (--opt options/test/test_CFSRDelta_NonBlind_x4.yml, or
+USRNet) is told the degradation: --kernel FILE (.npy, .mat, or a grayscale image; normalised) or
+--blur-sigma S (an isotropic Gaussian of width S HR pixels), --noise N (σ on the 0-255 scale), and
+--degradation gaussian8 (blur, then bicubic downsampling; default) or classical (blur, then taking
+every s-th pixel). Without them the non-blind delta is the shipped CFSR-Delta (clean bicubic LR).
+
 Every output file is written whole or not at all (a temporary file renamed into place).
 
 Exit status: 0 when every image was written, 1 when anything failed (each failure is reported
@@ -47,7 +53,9 @@ import tempfile
 import traceback
 
 from cfsrdelta_arch.app.backends import BACKENDS
-from cfsrdelta_arch.app.engine import ALPHA_MODES, SREngine
+from cfsrdelta_arch.app.engine import ALPHA_MODES, Degradation, SREngine
+from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS
+from cfsrdelta_arch.data.degradations import gaussian_kernel, load_kernel
 from cfsrdelta_arch.data.lr_generation import list_images
 from cfsrdelta_arch.utils.image_io import read_image, write_image
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP
@@ -184,6 +192,14 @@ def build_parser():
                           "faster (see above)")
     run.add_argument('--threads', type=int, default=0, metavar='N',
                      help='CPU threads of the onnxruntime/openvino backend (default 0: all cores)')
+    blur = p.add_argument_group('degradation of the input (non-blind networks only)')
+    blur.add_argument('--kernel', metavar='FILE', help='blur kernel: .npy, .mat (first 2-D array or cell) or a '
+                      'grayscale image; normalised to sum 1')
+    blur.add_argument('--blur-sigma', type=float, metavar='S', help='isotropic Gaussian blur of width S HR pixels '
+                      '(instead of --kernel)')
+    blur.add_argument('--noise', type=float, metavar='N', help='noise level σ on the 0-255 scale (default 0)')
+    blur.add_argument('--degradation', choices=DEGRADATIONS, help='how the LR was made from the blurred image: '
+                      'gaussian8 (bicubic downsampling, default) or classical (every s-th pixel)')
     out = p.add_argument_group('output files')
     out.add_argument('--suffix', default='', help="added to each file name: photo.png -> photo_<suffix>.png "
                      "(default: none)")
@@ -192,6 +208,15 @@ def build_parser():
                           "input's format; jpg drops alpha; jpg/webp/bmp store 8 bits")
     add_debug_arg(p)
     return p
+
+
+def degradation_from_args(args):
+    """The :class:`Degradation` of --kernel/--blur-sigma/--noise/--degradation, or None when none is given."""
+    if args.kernel is None and args.blur_sigma is None and args.noise is None and args.degradation is None:
+        return None
+    kernel = load_kernel(args.kernel) if args.kernel else None
+    kernel = gaussian_kernel(args.blur_sigma) if args.blur_sigma is not None else kernel
+    return Degradation(kernel, args.noise or 0.0, args.degradation or 'gaussian8')
 
 
 def list_inputs(path):
@@ -269,7 +294,7 @@ def infer(args):
     try:
         engine = engine_from_args(args, tile_size=args.tile, tile_overlap=args.tile_overlap,
                                   self_ensemble=args.self_ensemble, alpha_mode=args.alpha,
-                                  backend=args.backend, threads=args.threads)
+                                  backend=args.backend, threads=args.threads, degradation=degradation_from_args(args))
         for message in errors:
             print(f'error: {message}', file=sys.stderr)
         print(f'{engine}: {len(jobs)} image(s) -> {args.output}', file=sys.stderr)
@@ -297,6 +322,10 @@ def main(argv=None):
     check_model_args(parser, args)
     if args.tile < 0 or args.tile_overlap < 0 or args.threads < 0:
         parser.error('--tile, --tile-overlap and --threads must be >= 0')
+    if args.kernel and args.blur_sigma is not None:
+        parser.error('give either --kernel FILE or --blur-sigma S, not both')
+    if (args.noise is not None and args.noise < 0) or (args.blur_sigma is not None and args.blur_sigma <= 0):
+        parser.error('--noise must be >= 0 and --blur-sigma > 0')
     return run_main(infer, args)
 
 

@@ -18,6 +18,7 @@ import difflib
 import functools
 import inspect
 import os
+from collections import namedtuple
 
 import cv2
 import numpy as np
@@ -26,6 +27,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from PIL import Image
 
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
+from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS, degradation_psf
+from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
+from cfsrdelta_arch.archs.usrnet_arch import USRNet
 from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
 from cfsrdelta_arch.utils.image_io import image_tensor_view, tensor_to_image, tile_to_float
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
@@ -35,6 +39,41 @@ from cfsrdelta_arch.app.backends import BACKENDS, make_backend
 ALPHA_MODES = ('bicubic', 'network')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 PIL_MODES = ('L', 'LA', 'RGB', 'RGBA', 'I;16')  # np.asarray/Image.fromarray map them to the array layouts
+
+# What a non-blind network is told about its LR: the blur kernel (float (k, k) array summing to 1, odd
+# size; None: no blur), the noise level σ_n on the 0-255 scale, and the degradation model
+# ('gaussian8': blur then MATLAB bicubic; 'classical': blur then [0::s, 0::s]; docs/degradation_protocol.md).
+Degradation = namedtuple('Degradation', 'kernel noise_sigma model', defaults=(None, 0.0, 'gaussian8'))
+
+
+def nonblind_kind(net):
+    """'delta' (a BackboneDelta with a NonBlindRefineNet), 'usrnet', or None for a blind network."""
+    if isinstance(net, USRNet):
+        return 'usrnet'
+    if isinstance(net, BackboneDelta) and isinstance(net.refiner, NonBlindRefineNet):
+        return 'delta'
+    return None
+
+
+def check_degradation(net, degradation, backend, self_ensemble):
+    """One-line ValueError when the network and the degradation do not go together."""
+    kind, name = nonblind_kind(net), type(net).__name__
+    if degradation is not None:
+        if kind is None:
+            raise ValueError(f'{name} is a blind network: a blur kernel / noise level needs a non-blind one '
+                             '(options/test/test_CFSRDelta_NonBlind_x4.yml or USRNet)')
+        if degradation.model not in DEGRADATIONS:
+            raise ValueError(f"degradation model must be one of {', '.join(DEGRADATIONS)}, got {degradation.model!r}")
+        if not degradation.noise_sigma >= 0:
+            raise ValueError(f'the noise level must be >= 0 (0-255 scale), got {degradation.noise_sigma}')
+        if self_ensemble:
+            raise ValueError('self-ensemble with a blur kernel is not supported (the kernel would have to follow '
+                             'every flip); leave it out')
+    elif kind == 'usrnet':
+        raise ValueError('USRNet needs the degradation of its input: give the blur kernel (--kernel FILE or '
+                         '--blur-sigma S) and the noise level (--noise)')
+    if kind and backend != 'torch':
+        raise ValueError(f"non-blind networks ({name}) run on the torch backend only, not '{backend}'")
 SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
 
 
@@ -252,14 +291,18 @@ class SREngine:
             models cached on disk, see app/backends.py).
         threads (int): onnxruntime/OpenVINO threads (0: the runtime's choice); torch uses
             ``torch.set_num_threads``.
+        degradation (Degradation | None): the blur kernel, noise level and degradation model of the
+            input, for a non-blind network (NonBlindRefineNet delta: None means clean bicubic LR, i.e.
+            the shipped delta; USRNet: required). Refused for blind networks.
 
     The tiling/overlap attributes may be changed between calls.
     """
 
     def __init__(self, net, scale, device='auto', tile_size=None, tile_overlap=DEFAULT_TILE_OVERLAP,
-                 self_ensemble=False, alpha_mode='bicubic', backend='torch', threads=0):
+                 self_ensemble=False, alpha_mode='bicubic', backend='torch', threads=0, degradation=None):
         if alpha_mode not in ALPHA_MODES:
             raise ValueError(f"alpha_mode must be one of {ALPHA_MODES}, got '{alpha_mode}'")
+        check_degradation(net, degradation, backend, self_ensemble)
         self.device = resolve_device(device, backend)
         self.net = net.to(self.device).eval()
         self.backend = make_backend(backend, self.net, self.device, threads)
@@ -268,6 +311,7 @@ class SREngine:
         self.tile_overlap = tile_overlap
         self.self_ensemble = self_ensemble
         self.alpha_mode = alpha_mode
+        self.degradation = degradation
 
     @classmethod
     def from_option_file(cls, path, weights=None, param_key=None, **kwargs):
@@ -311,7 +355,18 @@ class SREngine:
         (N, 3, s*h, s*w) float on ``self.device`` (the CPU for onnxruntime/OpenVINO), RGB; a gray tile
         runs replicated to RGB. ``bgr``: the tile is in OpenCV's order (the network sees RGB; the
         output stays RGB)."""
-        return self.backend(tile_to_float(lr.to(self.device), bgr).expand(-1, 3, -1, -1))
+        lr = tile_to_float(lr.to(self.device), bgr).expand(-1, 3, -1, -1)
+        kind = nonblind_kind(self.net)
+        if kind is None:
+            return self.backend(lr)
+        kernel, noise_sigma, model = self.degradation or Degradation()
+        kernel = None if kernel is None else torch.as_tensor(kernel, dtype=torch.float32, device=self.device)
+        kernel = None if kernel is None else kernel[None].expand(lr.shape[0], -1, -1)
+        if kind == 'delta':
+            return self.backend(lr, kernel=kernel, sigma=noise_sigma / 255.0, degradation=model)
+        kernel = lr.new_ones(lr.shape[0], 1, 1) if kernel is None else kernel
+        return self.backend(lr, degradation_psf(kernel, self.scale, model), self.scale,
+                            torch.full((lr.shape[0],), noise_sigma / 255.0, device=self.device))
 
     def _run(self, x, store=None, bgr=False):
         """:func:`super_resolve` with this engine's network, tiling and self-ensemble."""

@@ -204,3 +204,47 @@ def write_degraded_sets(hr_paths, hr_folder, out_root, setting, scales, noise_si
                     f.write('\n')
         written += folders
     return written
+
+
+def gaussian_kernel(sigma):
+    """Isotropic Gaussian blur kernel of width ``sigma`` (HR pixels), float64 (k, k) summing to 1, with
+    k = 2·ceil(3σ) + 1 (>= 3), via BasicSR's ``bivariate_Gaussian``."""
+    if not sigma > 0:
+        raise ValueError(f'the Gaussian blur width must be > 0 HR pixels, got {sigma}')
+    return bivariate_Gaussian(max(3, 2 * int(np.ceil(3 * sigma)) + 1), sigma, sigma, 0, isotropic=True)
+
+
+def load_kernel(path):
+    """A blur kernel from a file, float64 (k, k), normalised to sum 1.
+
+    Formats: ``.npy`` (a 2-D array), ``.mat`` (MATLAB: the first 2-D numeric variable, or the first
+    cell of a cell array such as USRNet's ``kernels``), or an image (a grayscale PNG/TIFF/..., the
+    pixel values as weights). The kernel must be square with an odd size, non-negative, and not all zero.
+
+    Raises:
+        FileNotFoundError / ValueError: one line naming the file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'kernel file {path} does not exist')
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == '.npy':
+            kernel = np.load(path, allow_pickle=False)
+        elif ext == '.mat':
+            found = [v for k, v in scipy.io.loadmat(path).items() if not k.startswith('__')]
+            found = [v.flat[0] if v.dtype == object else v for v in found]
+            kernel = next((v for v in found if np.ndim(v) == 2 and np.issubdtype(np.asarray(v).dtype, np.number)), None)
+            if kernel is None:
+                raise ValueError('no 2-D numeric variable in it')
+        else:
+            kernel = cv2.imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
+            if kernel is None:
+                raise ValueError('not a readable image, .npy or .mat file')
+    except (OSError, ValueError) as err:
+        raise ValueError(f'kernel file {path}: {str(err).splitlines()[0]}') from None
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
+        raise ValueError(f'kernel file {path}: the kernel must be square with an odd size, got {kernel.shape}')
+    if not np.isfinite(kernel).all() or kernel.min() < 0 or kernel.sum() <= 0:
+        raise ValueError(f'kernel file {path}: the weights must be finite, non-negative and not all zero')
+    return kernel / kernel.sum()

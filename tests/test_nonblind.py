@@ -1,0 +1,308 @@
+"""The non-blind delta: degradation PSFs, the data step on the protocol's models, the reduction to the
+shipped CFSR-Delta on clean LR, the per-sample degradation model of the on-the-fly data, and
+training/testing NonBlindDeltaModel through BasicSR's runners."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_CFSR, official_weights, require_shared, smooth_image, write_png
+from test_degradations import make_sets
+from test_pipelines import backbone_path, exp_name, run_entries  # noqa: F401  (fixtures)
+from cfsrdelta_arch.app.engine import SREngine
+from cfsrdelta_arch.app.robustness import format_summary, merge_rows, read_rows
+from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
+from cfsrdelta_arch.archs.degradation_psf import degradation_psf
+from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
+from cfsrdelta_arch.archs.usrnet_arch import p2o
+from cfsrdelta_arch.data.degradations import blur_downsample, setting_kernels
+from cfsrdelta_arch.data.degraded_onthefly_dataset import DegradedOnTheFlyDataset
+from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError
+from cfsrdelta_arch.models.degradation_inputs import degradation_inputs
+from cfsrdelta_arch.utils.inference import self_ensemble
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+SHIPPED_DELTA = os.path.join(ROOT, 'weights', 'cfsrdelta', 'CFSRDelta_BPRefineNet_x4.pth')
+SHIPPED_NONBLIND = os.path.join(ROOT, 'weights', 'cfsrdelta', 'CFSRDelta_NonBlind_x4.pth')
+TINY_CLEAN = {'type': 'BPRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'bp_steps': 1}
+
+
+def circular_degrade(x, psf, scale):
+    """(x ⊗ psf)[0::s, 0::s] with a circular boundary, via the FFT (what the data step assumes)."""
+    return torch.fft.ifft2(torch.fft.fft2(x) * p2o(psf, x.shape[-2:])).real[..., ::scale, ::scale]
+
+
+@pytest.mark.parametrize('setting,scale', [('gaussian8', 2), ('gaussian8', 3), ('gaussian8', 4), ('classical', 4)])
+def test_psf_reproduces_the_protocol_away_from_borders(setting, scale):
+    """The protocol's blur + bicubic (or decimation) equals (x ⊗ psf)[0::s, 0::s] in the interior."""
+    hr = np.random.default_rng(0).random((24 * scale, 20 * scale, 3))
+    kernel = setting_kernels(setting, scale)[2].kernel
+    psf = degradation_psf(torch.from_numpy(kernel)[None], scale, setting)
+    assert psf.shape[-1] % 2 == 1 and float(psf.sum()) == pytest.approx(1.0, abs=1e-6)
+    lr = blur_downsample(hr, kernel, scale, setting)
+    ours = circular_degrade(torch.from_numpy(hr).permute(2, 0, 1)[None], psf, scale)[0].permute(1, 2, 0).numpy()
+    inner = np.s_[7:-7, 7:-7]
+    assert np.abs(ours - lr)[inner].max() < 1e-6
+    if setting == 'classical':  # circular blur: exact everywhere
+        assert np.abs(ours - lr).max() < 1e-12
+
+
+def test_psf_per_sample_models():
+    kernels = torch.from_numpy(np.stack([setting_kernels('classical', 4)[i].kernel for i in (0, 4)]))
+    mixed = degradation_psf(kernels, 4, ['classical', 'gaussian8'])
+    alone = degradation_psf(kernels[1:], 4, 'gaussian8')
+    torch.testing.assert_close(mixed[1:], alone, rtol=0, atol=0)
+    pad = (mixed.shape[-1] - 25) // 2
+    torch.testing.assert_close(mixed[0, 0, pad:-pad, pad:-pad], kernels[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match='degradation must be one of'):
+        degradation_psf(kernels, 4, 'bicubic')
+
+
+def tiny_refiner(**kwargs):
+    torch.manual_seed(0)
+    net = NonBlindRefineNet(upscale=2, stages=2, width=4, num_convs=2, pad=4, clean_refiner=TINY_CLEAN, **kwargs)
+    for body in net.bodies:  # a non-trivial learned part
+        torch.nn.init.normal_(body[-1].weight, 0, 0.05)
+    return net.eval()
+
+
+@pytest.mark.parametrize('setting,alpha,tolerance', [('gaussian8', 1e-4, 1e-3), ('classical', 1e-9, 1e-5)])
+def test_data_step_fits_the_lr_of_either_model(setting, alpha, tolerance):
+    """With the bodies at zero and a small α the output, degraded by the protocol's own steps, is the
+    LR away from the borders (the padding makes the boundary approximate; the bicubic PSF's spectral
+    zeros need α >= 1e-4 in float64)."""
+    net = tiny_refiner(alpha_init=alpha).double()
+    for body in net.bodies:
+        torch.nn.init.zeros_(body[-1].weight)
+    kernel = setting_kernels(setting, 2)[5 if setting == 'classical' else 3].kernel
+    hr = smooth_image(48, 40, seed=3).astype(np.float64) / 255
+    lr = blur_downsample(hr, kernel, 2, setting)
+    sr = torch.rand(1, 3, 48, 40, dtype=torch.float64)  # a poor first estimate
+    with torch.no_grad():
+        out = net(sr, torch.from_numpy(lr).permute(2, 0, 1)[None], torch.from_numpy(kernel)[None], 0.0, setting)
+    again = blur_downsample(out[0].permute(1, 2, 0).numpy(), kernel, 2, setting)
+    assert np.abs(again - lr)[6:-6, 6:-6].max() < tolerance
+    assert np.abs(blur_downsample(sr[0].permute(1, 2, 0).numpy(), kernel, 2, setting) - lr).max() > 0.1
+
+
+def test_clean_lr_runs_the_clean_refiner_per_sample():
+    net = tiny_refiner()
+    sr, lr = torch.rand(3, 3, 24, 22), torch.rand(3, 3, 12, 11)
+    blur = torch.from_numpy(setting_kernels('classical', 2)[1].kernel).float()
+    delta = torch.zeros(25, 25)
+    delta[12, 12] = 1
+    with torch.no_grad():
+        clean = net.clean(sr, lr)
+        torch.testing.assert_close(net(sr, lr), clean, rtol=0, atol=0)  # no kernel: clean bicubic
+        torch.testing.assert_close(net(sr, lr, delta.expand(3, 25, 25), 0.0), clean, rtol=0, atol=0)
+        # per sample: clean, noisy, blurred
+        out = net(sr, lr, torch.stack([delta, delta, blur]), torch.tensor([0.0, 5 / 255, 0.0]))
+        torch.testing.assert_close(out[:1], clean[:1], rtol=0, atol=0)
+        assert (out[1:] - clean[1:]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+        # a delta kernel under the classical model is a shifted sampling, not the clean case
+        assert (net(sr, lr, delta[None].expand(3, 25, 25), 0.0, 'classical') - clean).abs().max() > 1e-3
+    with pytest.raises(ValueError, match='larger than pad'):
+        net(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4, 4), blur[None], 0.0)
+
+
+def test_shipped_weights_hold_the_shipped_delta_exactly():
+    """The non-blind checkpoint's clean path is the shipped BPRefineNet x4, to the bit: on clean
+    bicubic LR the non-blind delta is today's CFSR-Delta."""
+    ours = torch.load(SHIPPED_NONBLIND, weights_only=True)
+    shipped = torch.load(SHIPPED_DELTA, weights_only=True)['params_ema']
+    for key in ('params', 'params_ema'):
+        for name, tensor in shipped.items():
+            torch.testing.assert_close(ours[key]['clean.' + name], tensor, rtol=0, atol=0)
+    net = NonBlindRefineNet(upscale=4)
+    net.load_state_dict(ours['params_ema'])
+    reference = BPRefineNet(upscale=4, width=20, num_convs=3, bp_steps=3)
+    reference.load_state_dict(shipped)
+    sr, lr = torch.rand(1, 3, 64, 48), torch.rand(1, 3, 16, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(net(sr, lr), reference(sr, lr), rtol=0, atol=0)
+
+
+def test_option_files_give_the_same_sr_on_clean_lr():
+    """test_CFSRDelta_NonBlind_x4.yml and test_CFSRDelta_BPRefineNet_x4.yml on a Set5 image (clean LR)."""
+    official_weights('CFSR_x4.pth')
+    lr_path = require_shared('datasets', 'benchmark', 'Set5', 'LR_bicubic', 'X4', 'babyx4.png')
+    lr = cv2.imread(lr_path)[:40, :48]
+    outputs = [SREngine.from_option_file(os.path.join(ROOT, 'options', 'test', name), device='cpu').enhance(
+        lr, channel_order='bgr') for name in ('test_CFSRDelta_NonBlind_x4.yml', 'test_CFSRDelta_BPRefineNet_x4.yml')]
+    assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_self_ensemble_transforms_aligned_tensors():
+    """A kernel-equivariant function (convolution with the kernel) is unchanged by the x8 ensemble
+    only when the kernel follows each flip/transpose."""
+    torch.manual_seed(0)
+    x, k = torch.rand(1, 1, 9, 11), torch.rand(1, 1, 3, 3)
+
+    def conv(img, kernel):
+        return torch.nn.functional.conv2d(img, kernel, padding=1)
+
+    torch.testing.assert_close(self_ensemble(conv, x, k), conv(x, k))
+    assert (self_ensemble(lambda img: conv(img, k), x) - conv(x, k)).abs().max() > 1e-3
+
+
+def test_onthefly_dataset_draws_the_degradation_model_per_sample(tmp_path):
+    folder = tmp_path / 'HR'
+    for i in range(2):
+        write_png(str(folder / f'{i}.png'), smooth_image(40, 44, seed=i))
+    opt = {'name': 'otf', 'scale': 2, 'gt_size': 32, 'io_backend': {'type': 'disk'}, 'dataroot_gt': str(folder),
+           'degradation': ['gaussian8', 'classical'], 'noise_range': [0, 0], 'kernel_size': 15, 'repeat': 8,
+           'motion_length_range': [3, 10]}
+    first, second = DegradedOnTheFlyDataset(opt), DegradedOnTheFlyDataset(opt)
+    models = []
+    for index in range(len(first)):
+        a, b = first[index], second[index]
+        assert a['degradation'] == b['degradation'] and torch.equal(a['lq'], b['lq'])
+        models.append(a['degradation'])
+        hr = a['gt'].numpy().transpose(1, 2, 0)[..., ::-1].astype(np.float64)  # BGR, as degraded
+        lr = blur_downsample(hr, a['kernel'].numpy().astype(np.float64), 2, a['degradation'])
+        expected = np.clip(np.floor(lr * 255 + 0.5), 0, 255)[..., ::-1].transpose(2, 0, 1) / 255
+        assert np.abs(a['lq'].numpy() - expected).max() < 1.5 / 255  # float32 HR/kernel: rare 1-level flips
+    assert set(models) == {'gaussian8', 'classical'}
+    with pytest.raises(DatasetError, match='degradation'):
+        DegradedOnTheFlyDataset(dict(opt, degradation=['gaussian8', 'bicubic']))
+
+
+def test_degradation_inputs_name_what_is_missing():
+    data = {'kernel': torch.ones(2, 3, 3), 'noise_sigma': torch.tensor([0.0, 25.5]), 'degradation': ['a', 'b']}
+    inputs = degradation_inputs(data, 'cpu')
+    torch.testing.assert_close(inputs['sigma'].view(-1), torch.tensor([0.0, 0.1]))
+    with pytest.raises(DatasetError, match='needs the degradation with every LR'):
+        degradation_inputs({k: v for k, v in data.items() if k != 'degradation'}, 'cpu')
+
+
+def test_robustness_csv_parts_merge_and_summarise(tmp_path):
+    path = str(tmp_path / 'table.csv')
+
+    def row(kernel, method, psnr, noise='0.00'):
+        return dict(set='Set5', setting='gaussian8', kernel=kernel, noise=noise, method=method, psnr=psnr,
+                    ssim='0.5', images=5, commit='abc', command='x')
+
+    merge_rows(path, [row('g1.80', 'cfsr', '20.0'), row('g2.00', 'cfsr', '22.0')])
+    merge_rows(path, [row('g1.80', 'cfsr', '21.0'), row('g1.80', 'cfsr_nonblind', '30.0')])  # replaces one row
+    rows = read_rows(path)
+    assert len(rows) == 3
+    table = format_summary(rows, ['Set5'])
+    assert '| CFSR | 21.50 |' in table and '| CFSR + NonBlindRefineNet | 30.00 |' in table
+
+
+def test_nonblind_delta_trains_and_tests_through_basicsr(tmp_path, exp_name, backbone_path):  # noqa: F811
+    """Two iterations of NonBlindDeltaModel on DegradedOnTheFlyDataset: only the learned stages move
+    (backbone and clean path stay bit-exact in the EMA too); test.py's PSNR equals the network here."""
+    hr = tmp_path / 'HR'
+    for i in range(3):
+        write_png(str(hr / f'im{i}.png'), smooth_image(40, 36, seed=i, cell=6))
+    make_sets('--setting', 'gaussian8', '--scales', 2, '--noise', 2.55, '--hr', hr, '--out', tmp_path / 'deg')
+    lq = str(tmp_path / 'deg' / 'gaussian8' / 'x2' / 'g1.14_n2.55')
+    val = {'name': 'deg_val', 'type': 'DegradedPairedDataset', 'dataroot_gt': str(hr), 'dataroot_lq': lq,
+           'io_backend': {'type': 'disk'}}
+    metrics = {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}
+    clean_path = tmp_path / 'clean.pth'
+    torch.manual_seed(1)
+    torch.save({'params': BPRefineNet(**{k: v for k, v in TINY_CLEAN.items() if k != 'type'}).state_dict()},
+               clean_path)
+    refiner = {'type': 'NonBlindRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4,
+               'clean_refiner': TINY_CLEAN, 'clean_weights': str(clean_path), 'clean_param_key': 'params'}
+    network = {'type': 'BackboneDelta', 'backbone_weights': backbone_path, 'backbone': TINY_CFSR, 'refiner': refiner}
+    train = {
+        'name': exp_name, 'model_type': 'NonBlindDeltaModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {'train': {'name': 'otf', 'type': 'DegradedOnTheFlyDataset', 'dataroot_gt': str(hr),
+                               'io_backend': {'type': 'disk'}, 'gt_size': 32, 'kernel_size': 15, 'repeat': 4,
+                               'degradation': ['gaussian8', 'classical'], 'motion_length_range': [3, 10],
+                               'noise_range': [0, 10], 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
+                               'prefetch_mode': None},
+                     'val': val},
+        'network_g': network,
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-2, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
+                  'total_iter': 2, 'warmup_iter': -1, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
+        'val': {'val_freq': 2, 'save_img': False, 'metrics': metrics},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False,
+                   'wandb': {'project': None, 'resume_id': None}},
+    }
+    run_entries(('train.py', train, tmp_path / 'train.yml'))
+    weights = os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth')
+    saved = torch.load(weights, weights_only=True)
+    clean = torch.load(clean_path, weights_only=True)['params']
+    init = NonBlindRefineNet(**{k: v for k, v in refiner.items() if k != 'type'}).state_dict()
+    for key in ('params', 'params_ema'):
+        assert not any(k.startswith('backbone.') for k in saved[key])  # the refiner only
+        for name, tensor in clean.items():
+            torch.testing.assert_close(saved[key]['clean.' + name], tensor, rtol=0, atol=0)
+        assert not torch.equal(saved[key]['log_alpha'], init['log_alpha'])
+    test = {'name': exp_name + '_test', 'model_type': 'NonBlindDeltaModel', 'scale': 2, 'num_gpu': 0,
+            'datasets': {'test_1': val}, 'network_g': dict(network, refiner=dict(refiner, clean_weights=None)),
+            'path': {'pretrain_network_g': weights, 'param_key_g': 'params_ema', 'strict_load_g': True},
+            'val': {'save_img': False, 'metrics': metrics}}
+    run_entries(('test.py', test, tmp_path / 'test.yml'))
+    with open(os.path.join(ROOT, 'results', exp_name + '_test', 'results.md')) as f:
+        logged = float(f.read().splitlines()[-1].split('|')[2])
+
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import img2tensor, tensor2img
+    from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
+    net = BackboneDelta(TINY_CFSR, dict(refiner, clean_weights=None), backbone_weights=backbone_path).eval()
+    net.refiner.load_state_dict(saved['params_ema'])
+    kernel = torch.from_numpy(np.load(os.path.join(lq, 'kernel.npy'))).float()[None]
+    values = []
+    for name in sorted(os.listdir(hr)):
+        x = img2tensor(cv2.imread(os.path.join(lq, name)).astype(np.float32) / 255, bgr2rgb=True)[None]
+        with torch.no_grad():
+            sr = net(x, kernel=kernel, sigma=2.55 / 255, degradation='gaussian8')
+        values.append(calculate_psnr(tensor2img(sr), cv2.imread(str(hr / name)), crop_border=2, test_y_channel=True))
+    assert logged == pytest.approx(np.mean(values), abs=1e-4)
+
+
+def test_kernel_files_in_every_format(tmp_path):
+    from scipy.io import savemat
+    from cfsrdelta_arch.data.degradations import KERNELS_FILE, gaussian_kernel, load_kernel
+    kernel = gaussian_kernel(1.5)
+    np.save(tmp_path / 'k.npy', kernel * 3)
+    savemat(tmp_path / 'k.mat', {'kernel': kernel})
+    png = np.round(kernel / kernel.max() * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / 'k.png'), png)
+    np.testing.assert_allclose(load_kernel(str(tmp_path / 'k.npy')), kernel, atol=1e-15)
+    np.testing.assert_allclose(load_kernel(str(tmp_path / 'k.mat')), kernel, atol=1e-15)
+    np.testing.assert_allclose(load_kernel(str(tmp_path / 'k.png')), png / png.sum(), atol=1e-15)
+    np.testing.assert_allclose(load_kernel(KERNELS_FILE), setting_kernels('classical', 4)[0].kernel, atol=1e-7)
+    np.save(tmp_path / 'even.npy', np.ones((4, 4)))
+    for path, message in ((tmp_path / 'even.npy', 'odd size'), (tmp_path / 'none.npy', 'does not exist')):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            load_kernel(str(path))
+
+
+def test_cli_takes_the_degradation(tmp_path, capsys):
+    """cfsrdelta-infer with --blur-sigma/--noise equals the engine told the same; a blind network
+    refuses a kernel and USRNet refuses to run without one, each in one line."""
+    from cfsrdelta_arch.app.cli import main
+    from cfsrdelta_arch.app.engine import Degradation
+    from cfsrdelta_arch.data.degradations import gaussian_kernel
+    official_weights('CFSR_x4.pth')
+    opt = os.path.join(ROOT, 'options', 'test', 'test_CFSRDelta_NonBlind_x4.yml')
+    lr = smooth_image(20, 24, seed=5)
+    write_png(str(tmp_path / 'in' / 'a.png'), lr)
+    assert main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'out'), '--opt', opt, '--device', 'cpu',
+                 '--blur-sigma', '2.2', '--noise', '2.55']) == 0
+    written = cv2.imread(str(tmp_path / 'out' / 'a.png'))
+    engine = SREngine.from_option_file(opt, device='cpu', degradation=Degradation(gaussian_kernel(2.2), 2.55))
+    assert np.array_equal(written, engine.enhance(cv2.imread(str(tmp_path / 'in' / 'a.png')), channel_order='bgr'))
+    clean = SREngine.from_option_file(opt, device='cpu').enhance(lr, channel_order='bgr')
+    assert np.abs(clean.astype(int) - written).max() > 10  # the kernel changed the output
+    capsys.readouterr()
+    assert main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'o2'), '--arch', 'CFSR', '--scale', '4',
+                 '--weights', official_weights('CFSR_x4.pth'), '--blur-sigma', '2']) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'blind network' in err[0]
+    usrnet = os.path.join(ROOT, 'options', 'test', 'test_USRNet_tiny_x4.yml')
+    with pytest.raises(ValueError, match='USRNet needs the degradation'):
+        SREngine.from_option_file(usrnet, device='cpu')
+    out = SREngine.from_option_file(usrnet, device='cpu', degradation=Degradation(gaussian_kernel(2.2), 0.0)).enhance(
+        lr, channel_order='bgr')
+    assert out.shape == (80, 96, 3)
