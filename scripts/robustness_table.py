@@ -11,6 +11,7 @@ Example (all of it; the parts may run separately, e.g. one method per machine):
       --hr ../shared/datasets/benchmark/Set14/HR --out datasets/degraded/Set14     # per set and setting
   python scripts/robustness_table.py --methods bicubic cfsr cfsr_delta cfsr_nonblind lesrcnn
   python scripts/robustness_table.py --summary
+  python scripts/robustness_table.py --cost 5         # latency and MACs at 1280x720 (idle machine)
 """
 import argparse
 import os
@@ -33,18 +34,26 @@ def build_parser():
     parser.add_argument('--degraded', default=os.path.join(ROOT, 'datasets', 'degraded'),
                         help='folder holding <set>/<setting>/x<s>/<kernel>_n<noise>/ (default: datasets/degraded)')
     parser.add_argument('--settings', nargs='+', default=['clean', 'gaussian8', 'classical'])
+    parser.add_argument('--kernels', nargs='+', metavar='NAME', help='only these degraded kernels, e.g. k1 k2 g1.80')
+    parser.add_argument('--noise', nargs='+', type=float, metavar='SIGMA', help='only these noise levels, e.g. 0')
     parser.add_argument('--methods', nargs='+', default=list(robustness.METHODS), choices=list(robustness.METHODS))
     parser.add_argument('--options', default=os.path.join(ROOT, 'options', 'test'), help='folder of the test option files')
     parser.add_argument('--csv', default=os.path.join(ROOT, 'docs', 'robustness_x4.csv'))
     parser.add_argument('--commit', help='commit to record (default: this checkout\'s)')
     parser.add_argument('--summary', action='store_true', help='only print the means of --csv')
+    parser.add_argument('--cost', type=int, metavar='REPEATS', help='only measure the CPU latency and MACs of '
+                        'CFSR, CFSR-Delta and the non-blind delta at 1280x720 (median of REPEATS interleaved runs)')
     add_debug_arg(parser)
     return parser
 
 
 def body(args):
+    if args.cost:
+        print(robustness.nonblind_cost(args.options, args.cost))
+        return 0
     if not args.summary:
-        cases = robustness.find_cases(args.sets, args.scale, args.benchmark, args.degraded, args.settings)
+        cases = robustness.find_cases(args.sets, args.scale, args.benchmark, args.degraded, args.settings,
+                                      args.kernels, args.noise)
         if not cases:
             raise FileNotFoundError(f'no LR folders of {", ".join(args.sets)} under {args.benchmark} or {args.degraded}')
         nets = robustness.load_methods(args.methods, args.scale, args.options)

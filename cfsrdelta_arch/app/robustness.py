@@ -21,12 +21,13 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils.matlab_functions import imresize
 
 from cfsrdelta_arch.archs.degradation_psf import degradation_psf
-from cfsrdelta_arch.data.degradations import read_degradation
+from cfsrdelta_arch.data.degradations import read_degradation, setting_kernels
 from cfsrdelta_arch.data.lr_generation import list_images, mod_crop, read_image_color
 from cfsrdelta_arch.utils.fileio import atomic_path
 from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import self_ensemble
 from cfsrdelta_arch.utils.tables import markdown_table
+from .benchmark import format_cost_table, measure_cost
 from .engine import SREngine
 
 Case = namedtuple('Case', 'set setting kernel noise lr_folder hr_folder tmpl degradation')
@@ -46,8 +47,10 @@ METHODS = {
 CSV_FIELDS = ('set', 'setting', 'kernel', 'noise', 'method', 'psnr', 'ssim', 'images', 'commit', 'command')
 
 
-def find_cases(sets, scale, benchmark_root, degraded_root, settings=('clean', 'gaussian8', 'classical')):
+def find_cases(sets, scale, benchmark_root, degraded_root, settings=('clean', 'gaussian8', 'classical'), kernels=None,
+               noises=None):
     """Every case of ``sets`` at ``scale`` found on disk, sorted; a missing set or setting is skipped.
+    ``kernels`` (names, e.g. ['k1', 'k2']) and ``noises`` (σ_n values) keep only those degraded folders.
 
     Returns:
         list[Case]
@@ -65,6 +68,9 @@ def find_cases(sets, scale, benchmark_root, degraded_root, settings=('clean', 'g
                 continue
             for sub in sorted(os.listdir(folder)):
                 kernel, record = read_degradation(os.path.join(folder, sub))
+                if (kernels and record['kernel'] not in kernels) or (
+                        noises is not None and float(record['noise_sigma']) not in noises):
+                    continue
                 cases.append(Case(name, setting, record['kernel'], float(record['noise_sigma']),
                                   os.path.join(folder, sub), hr, '{}', (kernel, float(record['noise_sigma']), setting)))
     return sorted(cases, key=lambda c: (c.set, c.setting, kernel_order(c.kernel), c.noise))
@@ -227,3 +233,26 @@ def run(cases, methods, nets, scale, csv_path, command, commit):
         merge_rows(csv_path, [dict(set=case.set, setting=case.setting, kernel=case.kernel, noise=f'{case.noise:.2f}',
                                    method=m, psnr=f'{p:.4f}', ssim=f'{s:.4f}', images=k, commit=commit,
                                    command=command) for m, (p, s, k) in result.items()])
+
+
+class WithDegradation(torch.nn.Module):
+    """A non-blind BackboneDelta with a fixed degradation, callable as ``net(lr)`` (for :func:`measure_cost`)."""
+
+    def __init__(self, net, **degradation):
+        super().__init__()
+        self.net, self.degradation = net, degradation
+
+    def forward(self, lr, base=None):
+        return self.net(lr, base=base, **self.degradation)
+
+
+def nonblind_cost(options_dir, repeats, scale=4):
+    """Markdown cost table at a 1280x720 output: CFSR, the shipped delta and the non-blind delta (told
+    gaussian8 σ_k 2.60 and σ_n 7.65), their conv MACs and CPU latencies interleaved in one loop.
+    The non-blind delta's FFTs (data steps) are not in the conv MACs; its latency includes them."""
+    nets = load_methods(['cfsr_delta', 'cfsr_nonblind'], scale, options_dir)
+    kernel = torch.from_numpy(setting_kernels('gaussian8', scale)[4].kernel).float()[None]
+    deltas = {'BPRefineNet (shipped)': nets[f'test_CFSRDelta_BPRefineNet_x{scale}.yml'],
+              'NonBlindRefineNet': WithDegradation(nets[f'test_CFSRDelta_NonBlind_x{scale}.yml'], kernel=kernel,
+                                                   sigma=7.65 / 255, degradation='gaussian8')}
+    return format_cost_table(measure_cost(scale, nets[f'test_CFSR_x{scale}.yml'], deltas, repeats))
