@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import TINY_CFSR, official_weights, require_shared, smooth_image, write_png
-from test_degradations import make_sets
 from test_pipelines import backbone_path, exp_name, run_entries  # noqa: F401  (fixtures)
+from test_usrnet import degraded_training_options, degraded_val_folder, tested_psnr
 from cfsrdelta_arch.app.engine import SREngine
 from cfsrdelta_arch.app.robustness import format_summary, merge_rows, read_rows
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
@@ -195,14 +195,7 @@ def test_robustness_csv_parts_merge_and_summarise(tmp_path):
 def test_nonblind_delta_trains_and_tests_through_basicsr(tmp_path, exp_name, backbone_path):  # noqa: F811
     """Two iterations of NonBlindDeltaModel on DegradedOnTheFlyDataset: only the learned stages move
     (backbone and clean path stay bit-exact in the EMA too); test.py's PSNR equals the network here."""
-    hr = tmp_path / 'HR'
-    for i in range(3):
-        write_png(str(hr / f'im{i}.png'), smooth_image(40, 36, seed=i, cell=6))
-    make_sets('--setting', 'gaussian8', '--scales', 2, '--noise', 2.55, '--hr', hr, '--out', tmp_path / 'deg')
-    lq = str(tmp_path / 'deg' / 'gaussian8' / 'x2' / 'g1.14_n2.55')
-    val = {'name': 'deg_val', 'type': 'DegradedPairedDataset', 'dataroot_gt': str(hr), 'dataroot_lq': lq,
-           'io_backend': {'type': 'disk'}}
-    metrics = {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}
+    hr, lq, val = degraded_val_folder(tmp_path, 'gaussian8', 'g1.14_n2.55')
     clean_path = tmp_path / 'clean.pth'
     torch.manual_seed(1)
     torch.save({'params': BPRefineNet(**{k: v for k, v in TINY_CLEAN.items() if k != 'type'}).state_dict()},
@@ -210,23 +203,9 @@ def test_nonblind_delta_trains_and_tests_through_basicsr(tmp_path, exp_name, bac
     refiner = {'type': 'NonBlindRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4,
                'clean_refiner': TINY_CLEAN, 'clean_weights': str(clean_path), 'clean_param_key': 'params'}
     network = {'type': 'BackboneDelta', 'backbone_weights': backbone_path, 'backbone': TINY_CFSR, 'refiner': refiner}
-    train = {
-        'name': exp_name, 'model_type': 'NonBlindDeltaModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {'train': {'name': 'otf', 'type': 'DegradedOnTheFlyDataset', 'dataroot_gt': str(hr),
-                               'io_backend': {'type': 'disk'}, 'gt_size': 32, 'kernel_size': 15, 'repeat': 4,
-                               'degradation': ['gaussian8', 'classical'], 'motion_length_range': [3, 10],
-                               'noise_range': [0, 10], 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
-                               'prefetch_mode': None},
-                     'val': val},
-        'network_g': network,
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0.9, 'optim_g': {'type': 'Adam', 'lr': 1e-2, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
-                  'total_iter': 2, 'warmup_iter': -1, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
-        'val': {'val_freq': 2, 'save_img': False, 'metrics': metrics},
-        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False,
-                   'wandb': {'project': None, 'resume_id': None}},
-    }
+    train = degraded_training_options(exp_name, 'NonBlindDeltaModel', hr, val, network,
+                                      {'kernel_size': 15, 'degradation': ['gaussian8', 'classical'],
+                                       'motion_length_range': [3, 10]}, ema_decay=0.9, lr=1e-2)
     run_entries(('train.py', train, tmp_path / 'train.yml'))
     weights = os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth')
     saved = torch.load(weights, weights_only=True)
@@ -237,13 +216,9 @@ def test_nonblind_delta_trains_and_tests_through_basicsr(tmp_path, exp_name, bac
         for name, tensor in clean.items():
             torch.testing.assert_close(saved[key]['clean.' + name], tensor, rtol=0, atol=0)
         assert not torch.equal(saved[key]['log_alpha'], init['log_alpha'])
-    test = {'name': exp_name + '_test', 'model_type': 'NonBlindDeltaModel', 'scale': 2, 'num_gpu': 0,
-            'datasets': {'test_1': val}, 'network_g': dict(network, refiner=dict(refiner, clean_weights=None)),
-            'path': {'pretrain_network_g': weights, 'param_key_g': 'params_ema', 'strict_load_g': True},
-            'val': {'save_img': False, 'metrics': metrics}}
-    run_entries(('test.py', test, tmp_path / 'test.yml'))
-    with open(os.path.join(ROOT, 'results', exp_name + '_test', 'results.md')) as f:
-        logged = float(f.read().splitlines()[-1].split('|')[2])
+    logged = tested_psnr(tmp_path, exp_name, 'NonBlindDeltaModel', val,
+                         dict(network, refiner=dict(refiner, clean_weights=None)),
+                         {'pretrain_network_g': weights, 'param_key_g': 'params_ema'})
 
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import img2tensor, tensor2img

@@ -89,44 +89,59 @@ def test_forward_shapes_and_kernel_layouts():
     torch.testing.assert_close(out, again, rtol=0, atol=0)
 
 
-def test_tiny_usrnet_trains_and_tests_through_basicsr(tmp_path, exp_name):  # noqa: F811
-    """Two training iterations on DegradedOnTheFlyDataset (val on a degraded folder), then test.py on
-    the checkpoint: the logged PSNR equals the network run in this process."""
+METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}
+
+
+def degraded_val_folder(tmp_path, setting, folder):
+    """Three small HR images and their x2 degraded folders (σ_n 2.55) of ``setting``; returns the HR
+    folder, the LR folder named ``folder`` and its DegradedPairedDataset options."""
     hr = tmp_path / 'HR'
     for i in range(3):
         write_png(str(hr / f'im{i}.png'), smooth_image(40, 36, seed=i, cell=6))
-    make_sets('--setting', 'classical', '--scales', 2, '--noise', 2.55, '--hr', hr, '--out', tmp_path / 'deg')
-    lq = str(tmp_path / 'deg' / 'classical' / 'x2' / 'k3_n2.55')
-    val = {'name': 'deg_val', 'type': 'DegradedPairedDataset', 'dataroot_gt': str(hr), 'dataroot_lq': lq,
-           'io_backend': {'type': 'disk'}}
-    metrics = {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}
-    network = {'type': 'USRNet', 'upscale': 2, **TINY}
-    train = {
-        'name': exp_name, 'model_type': 'USRNetModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {'train': {'name': 'otf', 'type': 'DegradedOnTheFlyDataset', 'dataroot_gt': str(hr),
-                               'io_backend': {'type': 'disk'}, 'gt_size': 32, 'kernel_size': 25, 'repeat': 4,
-                               'noise_range': [0, 10], 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 2,
-                               'prefetch_mode': None},
-                     'val': val},
-        'network_g': network,
+    make_sets('--setting', setting, '--scales', 2, '--noise', 2.55, '--hr', hr, '--out', tmp_path / 'deg')
+    lq = str(tmp_path / 'deg' / setting / 'x2' / folder)
+    return hr, lq, {'name': 'deg_val', 'type': 'DegradedPairedDataset', 'dataroot_gt': str(hr), 'dataroot_lq': lq,
+                    'io_backend': {'type': 'disk'}}
+
+
+def degraded_training_options(name, model_type, hr, val, network, train_set, ema_decay, lr):
+    """Option dict of a 2-iteration x2 CPU run on DegradedOnTheFlyDataset (``train_set``: extra dataset
+    options) validated on the degraded folder ``val``; a checkpoint at iteration 2."""
+    dataset = {'name': 'otf', 'type': 'DegradedOnTheFlyDataset', 'dataroot_gt': str(hr), 'io_backend': {'type': 'disk'},
+               'gt_size': 32, 'kernel_size': 25, 'repeat': 4, 'noise_range': [0, 10], 'num_worker_per_gpu': 0,
+               'batch_size_per_gpu': 2, 'prefetch_mode': None, **train_set}
+    return {
+        'name': name, 'model_type': model_type, 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {'train': dataset, 'val': val}, 'network_g': network,
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-4, 'betas': [0.9, 0.99]},
+        'train': {'ema_decay': ema_decay, 'optim_g': {'type': 'Adam', 'lr': lr, 'betas': [0.9, 0.99]},
                   'scheduler': {'type': 'MultiStepLR', 'milestones': [1000], 'gamma': 0.5},
                   'total_iter': 2, 'warmup_iter': -1, 'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}},
-        'val': {'val_freq': 2, 'save_img': False, 'metrics': metrics},
+        'val': {'val_freq': 2, 'save_img': False, 'metrics': METRICS},
         'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False,
                    'wandb': {'project': None, 'resume_id': None}},
     }
+
+
+def tested_psnr(tmp_path, name, model_type, val, network, path):
+    """Run test.py on the degraded folder ``val``; the PSNR its results table logs."""
+    test = {'name': name + '_test', 'model_type': model_type, 'scale': 2, 'num_gpu': 0, 'datasets': {'test_1': val},
+            'network_g': network, 'path': dict(path, strict_load_g=True), 'val': {'save_img': False, 'metrics': METRICS}}
+    run_entries(('test.py', test, tmp_path / 'test.yml'))
+    with open(os.path.join(ROOT, 'results', name + '_test', 'results.md')) as f:
+        return float(f.read().splitlines()[-1].split('|')[2])
+
+
+def test_tiny_usrnet_trains_and_tests_through_basicsr(tmp_path, exp_name):  # noqa: F811
+    """Two training iterations on DegradedOnTheFlyDataset (val on a degraded folder), then test.py on
+    the checkpoint: the logged PSNR equals the network run in this process."""
+    hr, lq, val = degraded_val_folder(tmp_path, 'classical', 'k3_n2.55')
+    network = {'type': 'USRNet', 'upscale': 2, **TINY}
+    train = degraded_training_options(exp_name, 'USRNetModel', hr, val, network, {}, ema_decay=0, lr=1e-4)
     output = run_entries(('train.py', train, tmp_path / 'train.yml'))[0]
     assert 'l_pix' in output and 'deg_val' in output
     weights = os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth')
-    test = {'name': exp_name + '_test', 'model_type': 'USRNetModel', 'scale': 2, 'num_gpu': 0,
-            'datasets': {'test_1': val}, 'network_g': network,
-            'path': {'pretrain_network_g': weights, 'strict_load_g': True},
-            'val': {'save_img': False, 'metrics': metrics}}
-    run_entries(('test.py', test, tmp_path / 'test.yml'))
-    with open(os.path.join(ROOT, 'results', exp_name + '_test', 'results.md')) as f:
-        logged = float(f.read().splitlines()[-1].split('|')[2])
+    logged = tested_psnr(tmp_path, exp_name, 'USRNetModel', val, network, {'pretrain_network_g': weights})
 
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import img2tensor, tensor2img
