@@ -1,9 +1,11 @@
 """CFSR-Delta: a BasicSR plugin for lightweight single-image super-resolution.
 
 ``import cfsrdelta_arch`` registers the plugin's archs (CFSR, LESRCNN, RefineNet, LRRefineNet, BPRefineNet,
-BackboneDelta), models (TTASRModel, BackboneDeltaModel), loss (L1FFTLoss) and dataset
-(PairedCachedBaseDataset) in BasicSR's registries, so option files anywhere can name them.
-``cfsrdelta_arch.SREngine`` is the Python API for images (numpy, PIL, torch).
+NonBlindRefineNet, USRNet, BackboneDelta), models (TTASRModel, BackboneDeltaModel, NonBlindDeltaModel,
+USRNetModel), loss (L1FFTLoss) and datasets (PairedCachedBaseDataset, DegradedPairedDataset,
+DegradedOnTheFlyDataset) in BasicSR's registries, so option files anywhere can name them.
+``cfsrdelta_arch.SREngine`` is the Python API for images (numpy, PIL, torch); ``cfsrdelta_arch.Degradation``
+what a non-blind network is told about its input (blur kernel, noise level, degradation model).
 
 Without BasicSR installed only the networks are imported (``cfsrdelta_arch.archs``), e.g. for
 spandrel: :func:`register_spandrel` adds CFSR, LESRCNN and whole CFSR-Delta checkpoints to
@@ -21,7 +23,7 @@ if basicsr_installed():
     install_functional_tensor_alias()  # must run before the first ``import basicsr``
 
     from . import archs, data, losses, models  # noqa: E402,F401  (imported for registration)
-    from .app.engine import SREngine  # noqa: E402,F401
+    from .app.engine import Degradation, SREngine  # noqa: E402,F401
     from .app.options import patch_basicsr_options  # noqa: E402
     from .app.resume import patch_basicsr_train  # noqa: E402
 
