@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY_CFSR, official_weights, require_shared, smooth_image, write_png
 from test_pipelines import backbone_path, exp_name, run_entries  # noqa: F401  (fixtures)
-from test_usrnet import degraded_training_options, degraded_val_folder, tested_psnr
+from test_usrnet import degraded_training_options, degraded_val_folder, psnr_logged_by_test_run
 from cfsrdelta_arch.app.engine import SREngine
 from cfsrdelta_arch.app.robustness import format_summary, merge_rows, read_rows
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
@@ -216,7 +216,7 @@ def test_nonblind_delta_trains_and_tests_through_basicsr(tmp_path, exp_name, bac
         for name, tensor in clean.items():
             torch.testing.assert_close(saved[key]['clean.' + name], tensor, rtol=0, atol=0)
         assert not torch.equal(saved[key]['log_alpha'], init['log_alpha'])
-    logged = tested_psnr(tmp_path, exp_name, 'NonBlindDeltaModel', val,
+    logged = psnr_logged_by_test_run(tmp_path, exp_name, 'NonBlindDeltaModel', val,
                          dict(network, refiner=dict(refiner, clean_weights=None)),
                          {'pretrain_network_g': weights, 'param_key_g': 'params_ema'})
 

@@ -123,7 +123,7 @@ def degraded_training_options(name, model_type, hr, val, network, train_set, ema
     }
 
 
-def tested_psnr(tmp_path, name, model_type, val, network, path):
+def psnr_logged_by_test_run(tmp_path, name, model_type, val, network, path):
     """Run test.py on the degraded folder ``val``; the PSNR its results table logs."""
     test = {'name': name + '_test', 'model_type': model_type, 'scale': 2, 'num_gpu': 0, 'datasets': {'test_1': val},
             'network_g': network, 'path': dict(path, strict_load_g=True), 'val': {'save_img': False, 'metrics': METRICS}}
@@ -141,7 +141,7 @@ def test_tiny_usrnet_trains_and_tests_through_basicsr(tmp_path, exp_name):  # no
     output = run_entries(('train.py', train, tmp_path / 'train.yml'))[0]
     assert 'l_pix' in output and 'deg_val' in output
     weights = os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth')
-    logged = tested_psnr(tmp_path, exp_name, 'USRNetModel', val, network, {'pretrain_network_g': weights})
+    logged = psnr_logged_by_test_run(tmp_path, exp_name, 'USRNetModel', val, network, {'pretrain_network_g': weights})
 
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import img2tensor, tensor2img
