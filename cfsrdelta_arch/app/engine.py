@@ -274,6 +274,20 @@ def load_inference_network(network_opt, weights, param_key='params'):
     return to_deploy(net.eval())
 
 
+def network_from_option_file(path, weights=None, param_key=None):
+    """(network, scale) of ``network_g`` of a BasicSR option file, loaded as :meth:`SREngine.from_option_file`
+    describes (the file is checked before any weights are read)."""
+    opt = load_option_file(path)
+    scale = option_scale(opt, path)
+    paths = opt.get('path') or {}
+    network_opt = dict(opt['network_g'])
+    if network_opt.get('backbone_weights'):
+        network_opt['backbone_weights'] = resolve_option_path(network_opt['backbone_weights'], path)
+    net = load_inference_network(network_opt, weights or resolve_option_path(paths.get('pretrain_network_g'), path),
+                                 param_key or paths.get('param_key_g') or 'params')
+    return net, scale
+
+
 class SREngine:
     """A loaded SR network plus how to run it: device, tiling, self-ensemble, alpha handling.
 
@@ -323,17 +337,8 @@ class SREngine:
         with :func:`resolve_option_path`. ``kwargs`` go to :class:`SREngine`. The file and the
         device are checked before any weights are read.
         """
-        opt = load_option_file(path)
-        scale = option_scale(opt, path)
         kwargs['device'] = resolve_device(kwargs.get('device', 'auto'), kwargs.get('backend', 'torch'))
-        paths = opt.get('path') or {}
-        network_opt = dict(opt['network_g'])
-        if network_opt.get('backbone_weights'):
-            network_opt['backbone_weights'] = resolve_option_path(network_opt['backbone_weights'], path)
-        net = load_inference_network(
-            network_opt,
-            weights or resolve_option_path(paths.get('pretrain_network_g'), path),
-            param_key or paths.get('param_key_g') or 'params')
+        net, scale = network_from_option_file(path, weights, param_key)
         return cls(net, scale, **kwargs)
 
     @classmethod

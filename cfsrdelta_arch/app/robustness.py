@@ -28,7 +28,7 @@ from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import self_ensemble
 from cfsrdelta_arch.utils.tables import markdown_table
 from .benchmark import format_cost_table, measure_cost
-from .engine import SREngine
+from .engine import network_from_option_file
 
 Case = namedtuple('Case', 'set setting kernel noise lr_folder hr_folder tmpl degradation')
 # degradation: (blur kernel float64 (k, k) | None, σ_n on the 0-255 scale, 'gaussian8' | 'classical')
@@ -90,7 +90,7 @@ def load_methods(methods, scale, options_dir):
         for name in METHODS[method][1]:
             name = name.format(s=scale)
             if name not in nets:
-                net = SREngine.from_option_file(os.path.join(options_dir, name), device='cpu').net
+                net = network_from_option_file(os.path.join(options_dir, name))[0]
                 nets[name] = net.to(memory_format=torch.channels_last)  # ~1.2x faster on CPUs (app/backends.py)
     return nets
 
