@@ -189,7 +189,8 @@ def test_robustness_csv_parts_merge_and_summarise(tmp_path):
     rows = read_rows(path)
     assert len(rows) == 3
     table = format_summary(rows, ['Set5'])
-    assert '| CFSR | 21.50 |' in table and '| CFSR + NonBlindRefineNet | 30.00 |' in table
+    assert table.splitlines()[0] == '| set | LR | CFSR | CFSR + NonBlindRefineNet |'
+    assert table.splitlines()[2] == '| Set5 | gaussian8 σ_n 0 | 21.50 | 30.00 |'
 
 
 def test_nonblind_delta_trains_and_tests_through_basicsr(tmp_path, exp_name, backbone_path):  # noqa: F811

@@ -190,29 +190,28 @@ def merge_rows(path, new_rows):
 
 
 def summary_rows(rows, sets, kernels_of=None):
-    """Markdown-ready rows: one per method, one column per (set, setting, noise) group: the mean PSNR over
-    the group's kernels (``kernels_of(setting)`` filters them, e.g. classical k1-k8), with the number
-    of kernels when a group is incomplete.
+    """Markdown-ready rows: one per (set, setting, noise) group, one column per method: the mean PSNR
+    over the group's kernels (``kernels_of(setting, kernel)`` filters them, e.g. classical k1-k8);
+    '–' where a method has no row for the group.
 
     Returns:
         (header, rows) for :func:`cfsrdelta_arch.utils.tables.markdown_table`.
     """
     groups = sorted({(r['setting'], float(r['noise'])) for r in rows},
                     key=lambda g: (['clean', 'gaussian8', 'classical'].index(g[0]), g[1]))
-    header = ['method'] + [f"{s} {g[0]}{'' if g[0] == 'clean' else f' σ_n {g[1]:g}'}" for s in sets for g in groups]
+    methods = [m for m in METHODS if any(r['method'] == m for r in rows)]
     table = []
-    for method in METHODS:
-        cells, found = [], False
-        for s in sets:
-            for setting, noise in groups:
+    for s in sets:
+        for setting, noise in groups:
+            cells = []
+            for method in methods:
                 values = [float(r['psnr']) for r in rows if r['method'] == method and r['set'] == s
                           and r['setting'] == setting and float(r['noise']) == noise
                           and (kernels_of is None or kernels_of(setting, r['kernel']))]
-                found |= bool(values)
                 cells.append(f'{np.mean(values):.2f}' if values else '–')
-        if found:
-            table.append([METHODS[method][0]] + cells)
-    return header, table
+            if any(c != '–' for c in cells):
+                table.append([s, setting if setting == 'clean' else f'{setting} σ_n {noise:g}'] + cells)
+    return ['set', 'LR'] + [METHODS[m][0] for m in methods], table
 
 
 def format_summary(rows, sets, kernels_of=None):
