@@ -26,6 +26,11 @@ def save(fig, path, dpi=110):
     pyplot().close(fig)
 
 
+def present(rows, sets):
+    """The sets of ``sets`` that have rows (the titles name only those)."""
+    return [s for s in sets if any(r['set'] == s for r in rows)]
+
+
 def mean_psnr(rows, method, sets, setting, kernel=None, noise=None):
     """Mean PSNR over ``sets`` (each set's value weighted equally) of the rows matching the filters, or None."""
     values = [float(r['psnr']) for r in rows if r['method'] == method and r['set'] in sets and r['setting'] == setting
@@ -36,6 +41,7 @@ def mean_psnr(rows, method, sets, setting, kernel=None, noise=None):
 def plot_psnr_vs_blur(rows, sets, path, noises=(0.0, 7.65)):
     """gaussian8: PSNR-Y against σ_k, one panel per noise level, one line per method (mean over ``sets``)."""
     plt = pyplot()
+    sets = present(rows, sets)
     widths = sorted({r['kernel'] for r in rows if r['setting'] == 'gaussian8'}, key=lambda k: float(k[1:]))
     fig, axes = plt.subplots(1, len(noises), figsize=(5.2 * len(noises), 3.8), squeeze=False)
     for ax, noise in zip(axes[0], noises):
@@ -53,6 +59,7 @@ def plot_psnr_vs_blur(rows, sets, path, noises=(0.0, 7.65)):
 def plot_psnr_vs_noise(rows, sets, kernel, path):
     """PSNR-Y against σ_n for one gaussian8 kernel, one line per method (mean over ``sets``)."""
     plt = pyplot()
+    sets = present(rows, sets)
     noises = sorted({float(r['noise']) for r in rows if r['kernel'] == kernel})
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for method, (label, _) in METHODS.items():
