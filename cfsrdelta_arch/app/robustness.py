@@ -191,8 +191,8 @@ def merge_rows(path, new_rows):
 
 def summary_rows(rows, sets, kernels_of=None):
     """Markdown-ready rows: one per (set, setting, noise) group, one column per method: the mean PSNR
-    over the group's kernels (``kernels_of(setting, kernel)`` filters them, e.g. classical k1-k8);
-    '–' where a method has no row for the group.
+    over the group's kernels (``kernels_of(setting, kernel)`` filters them, e.g. classical k1-k8),
+    followed by '(n/N)' where a method was run on n of the group's N kernels only; '–' where it has none.
 
     Returns:
         (header, rows) for :func:`cfsrdelta_arch.utils.tables.markdown_table`.
@@ -203,12 +203,12 @@ def summary_rows(rows, sets, kernels_of=None):
     table = []
     for s in sets:
         for setting, noise in groups:
-            cells = []
-            for method in methods:
-                values = [float(r['psnr']) for r in rows if r['method'] == method and r['set'] == s
-                          and r['setting'] == setting and float(r['noise']) == noise
-                          and (kernels_of is None or kernels_of(setting, r['kernel']))]
-                cells.append(f'{np.mean(values):.2f}' if values else '–')
+            values = {method: [float(r['psnr']) for r in rows if r['method'] == method and r['set'] == s
+                               and r['setting'] == setting and float(r['noise']) == noise
+                               and (kernels_of is None or kernels_of(setting, r['kernel']))] for method in methods}
+            kernels = max(len(v) for v in values.values())
+            cells = [('–' if not v else f'{np.mean(v):.2f}' if len(v) == kernels else f'{np.mean(v):.2f} ({len(v)}/{kernels})')
+                     for v in values.values()]
             if any(c != '–' for c in cells):
                 table.append([s, setting if setting == 'clean' else f'{setting} σ_n {noise:g}'] + cells)
     return ['set', 'LR'] + [METHODS[m][0] for m in methods], table
