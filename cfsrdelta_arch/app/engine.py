@@ -40,6 +40,8 @@ ALPHA_MODES = ('bicubic', 'network')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 PIL_MODES = ('L', 'LA', 'RGB', 'RGBA', 'I;16')  # np.asarray/Image.fromarray map them to the array layouts
 
+SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
+
 # What a non-blind network is told about its LR: the blur kernel (float (k, k) array summing to 1, odd
 # size; None: no blur), the noise level σ_n on the 0-255 scale, and the degradation model
 # ('gaussian8': blur then MATLAB bicubic; 'classical': blur then [0::s, 0::s]; docs/degradation_protocol.md).
@@ -74,7 +76,22 @@ def check_degradation(net, degradation, backend, self_ensemble):
                          '--blur-sigma S) and the noise level (--noise)')
     if kind and backend != 'torch':
         raise ValueError(f"non-blind networks ({name}) run on the torch backend only, not '{backend}'")
-SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
+
+
+def nonblind_inputs(kind, degradation, batch, scale, device):
+    """(args, kwargs) that a non-blind network of :func:`nonblind_kind` ``kind`` takes after its LR
+    batch: NonBlindRefineNet's ``kernel`` (None: no blur), ``sigma`` and ``degradation``; USRNet's PSF
+    (an identity blur when there is no kernel), scale and σ (N,). ``degradation``: a
+    :class:`Degradation`, or None for clean bicubic LR."""
+    kernel, noise_sigma, model = degradation or Degradation()
+    kernel = None if kernel is None else torch.as_tensor(kernel, dtype=torch.float32, device=device)
+    kernel = None if kernel is None else kernel[None].expand(batch, -1, -1)
+    if kind == 'delta':
+        return (), {'kernel': kernel, 'sigma': noise_sigma / 255.0, 'degradation': model}
+    kernel = torch.ones(batch, 1, 1, device=device) if kernel is None else kernel
+    return (degradation_psf(kernel, scale, model), scale,
+            torch.full((batch,), noise_sigma / 255.0, device=device)), {}
+
 
 
 def resolve_device(device='auto', backend='torch'):
@@ -326,6 +343,7 @@ class SREngine:
         self.self_ensemble = self_ensemble
         self.alpha_mode = alpha_mode
         self.degradation = degradation
+        self.nonblind_kind = nonblind_kind(net)
 
     @classmethod
     def from_option_file(cls, path, weights=None, param_key=None, **kwargs):
@@ -361,17 +379,10 @@ class SREngine:
         runs replicated to RGB. ``bgr``: the tile is in OpenCV's order (the network sees RGB; the
         output stays RGB)."""
         lr = tile_to_float(lr.to(self.device), bgr).expand(-1, 3, -1, -1)
-        kind = nonblind_kind(self.net)
-        if kind is None:
+        if self.nonblind_kind is None:
             return self.backend(lr)
-        kernel, noise_sigma, model = self.degradation or Degradation()
-        kernel = None if kernel is None else torch.as_tensor(kernel, dtype=torch.float32, device=self.device)
-        kernel = None if kernel is None else kernel[None].expand(lr.shape[0], -1, -1)
-        if kind == 'delta':
-            return self.backend(lr, kernel=kernel, sigma=noise_sigma / 255.0, degradation=model)
-        kernel = lr.new_ones(lr.shape[0], 1, 1) if kernel is None else kernel
-        return self.backend(lr, degradation_psf(kernel, self.scale, model), self.scale,
-                            torch.full((lr.shape[0],), noise_sigma / 255.0, device=self.device))
+        args, kwargs = nonblind_inputs(self.nonblind_kind, self.degradation, lr.shape[0], self.scale, self.device)
+        return self.backend(lr, *args, **kwargs)
 
     def _run(self, x, store=None, bgr=False):
         """:func:`super_resolve` with this engine's network, tiling and self-ensemble."""

@@ -20,7 +20,6 @@ import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils.matlab_functions import imresize
 
-from cfsrdelta_arch.archs.degradation_psf import degradation_psf
 from cfsrdelta_arch.data.degradations import read_degradation, setting_kernels
 from cfsrdelta_arch.data.lr_generation import list_images, mod_crop, read_image_color
 from cfsrdelta_arch.utils.fileio import atomic_path
@@ -28,10 +27,10 @@ from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import self_ensemble
 from cfsrdelta_arch.utils.tables import markdown_table
 from .benchmark import format_cost_table, measure_cost
-from .engine import network_from_option_file
+from .engine import Degradation, network_from_option_file, nonblind_inputs
 
 Case = namedtuple('Case', 'set setting kernel noise lr_folder hr_folder tmpl degradation')
-# degradation: (blur kernel float64 (k, k) | None, σ_n on the 0-255 scale, 'gaussian8' | 'classical')
+# degradation: the Degradation of the folder (no kernel for clean bicubic LR)
 
 # Method name -> (README label, option files under options/test it needs).
 METHODS = {
@@ -61,7 +60,7 @@ def find_cases(sets, scale, benchmark_root, degraded_root, settings=('clean', 'g
         if 'clean' in settings:
             clean = os.path.join(benchmark_root, name, 'LR_bicubic', f'X{scale}')
             if os.path.isdir(clean):
-                cases.append(Case(name, 'clean', 'bicubic', 0.0, clean, hr, '{}x%d' % scale, (None, 0.0, 'gaussian8')))
+                cases.append(Case(name, 'clean', 'bicubic', 0.0, clean, hr, '{}x%d' % scale, Degradation()))
         for setting in settings:
             folder = os.path.join(degraded_root or '', name, setting, f'x{scale}')
             if setting == 'clean' or not degraded_root or not os.path.isdir(folder):
@@ -72,7 +71,8 @@ def find_cases(sets, scale, benchmark_root, degraded_root, settings=('clean', 'g
                         noises is not None and float(record['noise_sigma']) not in noises):
                     continue
                 cases.append(Case(name, setting, record['kernel'], float(record['noise_sigma']),
-                                  os.path.join(folder, sub), hr, '{}', (kernel, float(record['noise_sigma']), setting)))
+                                  os.path.join(folder, sub), hr, '{}',
+                                  Degradation(kernel, float(record['noise_sigma']), setting)))
     return sorted(cases, key=lambda c: (c.set, c.setting, kernel_order(c.kernel), c.noise))
 
 
@@ -95,13 +95,6 @@ def load_methods(methods, scale, options_dir):
     return nets
 
 
-def degradation_kwargs(case, lr):
-    """The non-blind keyword arguments (kernel, sigma on [0, 1], degradation) of a case's LR tensor."""
-    kernel, noise, setting = case.degradation
-    kernel = None if kernel is None else torch.from_numpy(kernel).float()[None].to(lr.device)
-    return {'kernel': kernel, 'sigma': noise / 255.0, 'degradation': setting}
-
-
 @torch.inference_mode()
 def method_outputs(methods, nets, scale, case, lr):
     """{method: SR (1, 3, s*H, s*W)} of one LR tensor (1, 3, H, W) RGB in [0, 1]; CFSR runs once."""
@@ -119,17 +112,15 @@ def method_outputs(methods, nets, scale, case, lr):
         elif method == 'cfsr_delta':
             out[method] = nets[files[1]](lr, base=base)
         elif method == 'cfsr_nonblind':
-            out[method] = nets[files[1]](lr, base=base, **degradation_kwargs(case, lr))
+            kwargs = nonblind_inputs('delta', case.degradation, 1, scale, lr.device)[1]
+            out[method] = nets[files[1]](lr, base=base, **kwargs)
         elif method == 'cfsr_nonblind_x8':  # the kernel follows every flip/transpose of the image
-            kwargs = degradation_kwargs(case, lr)
+            kwargs = nonblind_inputs('delta', case.degradation, 1, scale, lr.device)[1]
             kernel = kwargs.pop('kernel')
             kernel = lr.new_ones(1, 1, 1) if kernel is None else kernel
             out[method] = self_ensemble(lambda x, k: nets[files[1]](x, kernel=k, **kwargs), lr, kernel)
         elif method == 'usrnet_tiny':
-            kwargs = degradation_kwargs(case, lr)
-            kernel = kwargs['kernel'] if kwargs['kernel'] is not None else lr.new_ones(1, 1, 1)
-            psf = degradation_psf(kernel, scale, kwargs['degradation'])
-            out[method] = nets[files[0]](lr, psf, scale, torch.tensor([kwargs['sigma']]))
+            out[method] = nets[files[0]](lr, *nonblind_inputs('usrnet', case.degradation, 1, scale, lr.device)[0])
         else:  # a single network: LESRCNN
             out[method] = nets[files[0]](lr)
     return out
