@@ -14,7 +14,8 @@ from test_usrnet import degraded_training_options, degraded_val_folder, psnr_log
 from cfsrdelta_arch.app.engine import SREngine
 from cfsrdelta_arch.app.robustness import format_summary, merge_rows, read_rows
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
-from cfsrdelta_arch.archs.degradation_psf import degradation_psf
+from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
+from cfsrdelta_arch.archs.degradation_psf import degradation_psf, lr_wiener_to_bicubic
 from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
 from cfsrdelta_arch.archs.usrnet_arch import p2o
 from cfsrdelta_arch.data.degradations import blur_downsample, setting_kernels
@@ -58,6 +59,55 @@ def test_psf_per_sample_models():
     torch.testing.assert_close(mixed[0, 0, pad:-pad, pad:-pad], kernels[0], rtol=0, atol=0)
     with pytest.raises(ValueError, match='degradation must be one of'):
         degradation_psf(kernels, 4, 'bicubic')
+
+
+def psnr(x, y, border):
+    return float(-10 * torch.log10(((x - y)[..., border:-border, border:-border] ** 2).mean()))
+
+
+def test_lr_wiener_filter_of_the_bicubic_psf_is_the_identity():
+    """Degraded by the bicubic PSF itself, the filter's gain is |B|² / (|B|² + λ): 1 as λ -> 0."""
+    lr = torch.rand(2, 3, 20, 18, dtype=torch.float64)
+    psf = degradation_psf(torch.ones(2, 1, 1, 1, dtype=torch.float64), 4, 'gaussian8')
+    torch.testing.assert_close(lr_wiener_to_bicubic(lr, psf, 4, torch.full((2,), 1e-12)), lr, rtol=0, atol=1e-9)
+    assert (lr_wiener_to_bicubic(lr, psf, 4, torch.full((2,), 1e-2)) - lr).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('setting,floor', [('gaussian8', 35), ('classical', 25)])
+def test_lr_wiener_filter_recovers_the_bicubic_lr(setting, floor):
+    """From the protocol's degraded LR of a smooth image to its clean bicubic LR: far closer than the
+    degraded LR is (blur undone; for 'classical' also the (s-1)/2-pixel sampling shift; its plain
+    decimation aliases, which no linear filter undoes, hence the lower floor)."""
+    hr = smooth_image(192, 160, seed=5).astype(np.float64) / 255
+    kernel = setting_kernels(setting, 4)[3].kernel
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]  # noqa: E731
+    degraded = as_tensor(blur_downsample(hr, kernel, 4, setting))
+    bicubic = as_tensor(blur_downsample(hr, np.ones((1, 1)), 4, 'gaussian8'))
+    psf = degradation_psf(torch.from_numpy(kernel)[None], 4, setting)
+    restored = lr_wiener_to_bicubic(degraded, psf, 4, torch.tensor([1e-4]))
+    before, after = psnr(degraded, bicubic, 8), psnr(restored, bicubic, 8)
+    assert after > before + 8 and after > floor, (before, after)
+
+
+def test_backbone_runs_on_the_prefiltered_lr_except_for_clean_samples():
+    """BackboneDelta feeds the backbone NonBlindRefineNet.backbone_input: the degraded samples' LR is
+    Wiener-filtered, a clean sample's LR reaches the backbone untouched (so clean output is today's delta)."""
+    torch.manual_seed(0)
+    refiner = {'type': 'NonBlindRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4,
+               'clean_refiner': TINY_CLEAN, 'prefilter_lambda': 1e-3}
+    net = BackboneDelta(dict(TINY_CFSR, upscale=2), refiner).eval()
+    lr = torch.rand(2, 3, 12, 10)
+    kernel = torch.zeros(2, 25, 25)
+    kernel[0, 12, 12] = 1
+    kernel[1] = torch.from_numpy(setting_kernels('classical', 2)[1].kernel)
+    with torch.no_grad():
+        prepared = net.refiner.backbone_input(lr, kernel, 0.0)
+        torch.testing.assert_close(prepared[:1], lr[:1], rtol=0, atol=0)
+        assert (prepared[1:] - lr[1:]).abs().max() > 1e-2 and 0 <= prepared.min() and prepared.max() <= 1
+        expected = net.refiner(net.forward_backbone(prepared), lr, kernel, 0.0)
+        torch.testing.assert_close(net(lr, kernel=kernel, sigma=0.0), expected, rtol=0, atol=0)
+        net.refiner.prefilter_lambda = None
+        assert net.refiner.backbone_input(lr, kernel, 0.0) is lr
 
 
 def tiny_refiner(**kwargs):

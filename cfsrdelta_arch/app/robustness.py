@@ -97,7 +97,8 @@ def load_methods(methods, scale, options_dir):
 
 @torch.inference_mode()
 def method_outputs(methods, nets, scale, case, lr):
-    """{method: SR (1, 3, s*H, s*W)} of one LR tensor (1, 3, H, W) RGB in [0, 1]; CFSR runs once."""
+    """{method: SR (1, 3, s*H, s*W)} of one LR tensor (1, 3, H, W) RGB in [0, 1]. CFSR on the LR runs once;
+    the non-blind delta runs its own backbone pass, on its pre-filtered LR."""
     out, base = {}, None
     for method in methods:
         files = [name.format(s=scale) for name in METHODS[method][1]]
@@ -105,7 +106,7 @@ def method_outputs(methods, nets, scale, case, lr):
             up = imresize(lr[0].permute(1, 2, 0).cpu().numpy().astype(np.float64), scale)
             out[method] = torch.from_numpy(up).permute(2, 0, 1)[None].float()
             continue
-        if method in ('cfsr', 'cfsr_delta', 'cfsr_nonblind', 'cfsr_nonblind_x8') and base is None:
+        if method in ('cfsr', 'cfsr_delta') and base is None:
             base = nets[files[0]](lr).clamp(0, 1)
         if method == 'cfsr':
             out[method] = base
@@ -113,7 +114,7 @@ def method_outputs(methods, nets, scale, case, lr):
             out[method] = nets[files[1]](lr, base=base)
         elif method == 'cfsr_nonblind':
             kwargs = nonblind_inputs('delta', case.degradation, 1, scale, lr.device)[1]
-            out[method] = nets[files[1]](lr, base=base, **kwargs)
+            out[method] = nets[files[1]](lr, **kwargs)
         elif method == 'cfsr_nonblind_x8':  # the kernel follows every flip/transpose of the image
             kwargs = nonblind_inputs('delta', case.degradation, 1, scale, lr.device)[1]
             kernel = kwargs.pop('kernel')

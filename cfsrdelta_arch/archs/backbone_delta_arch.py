@@ -80,10 +80,15 @@ class BackboneDelta(nn.Module):
     def forward(self, lr, base=None, **degradation):
         """Refined SR (N, 3, s*H, s*W) of LR (N, 3, H, W).
 
-        ``base``: the backbone's output for ``lr`` computed elsewhere (a cached SR_base, or one
+        A refiner with a ``backbone_input(lr, **degradation)`` method (NonBlindRefineNet) chooses what
+        the backbone runs on. ``base``: the backbone's output (for that input) computed elsewhere (a cached SR_base, or one
         backbone pass shared by several refiners); it skips the backbone and is clamped to [0, 1]
         like :meth:`forward_backbone`'s. ``degradation``: keyword arguments for a non-blind refiner
         (NonBlindRefineNet's ``kernel``, ``sigma``, ``degradation``).
         """
-        base = self.forward_backbone(lr) if base is None else base.clamp(0, 1)
+        if base is None:
+            prepare = getattr(self.refiner, 'backbone_input', None)
+            base = self.forward_backbone(prepare(lr, **degradation) if prepare else lr)
+        else:
+            base = base.clamp(0, 1)
         return self.refiner(base, lr, **degradation)

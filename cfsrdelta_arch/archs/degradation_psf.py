@@ -9,7 +9,12 @@ Both models become ``y = (x ⊗ psf)[0::s, 0::s] + n``, the form USRNet's FFT da
 
 Exact away from the borders (the protocol's boundaries are reflect/symmetric or circular; the
 data step's is circular, see NonBlindRefineNet's padding).
+
+:func:`lr_wiener_to_bicubic` uses the same PSFs at LR resolution: it maps a degraded LR to an estimate
+of the clean bicubic LR of the same HR image, the input a bicubic-trained backbone was made for.
 """
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -79,3 +84,46 @@ def degradation_psf(kernel, scale, degradation):
     blurred = F.conv2d(F.pad(kernel, (full, full, full, full)), cubic.flip(-2, -1))
     mask = torch.tensor(bicubic, device=kernel.device).view(-1, 1, 1, 1)
     return torch.where(mask, blurred, center_pad(kernel, blurred.shape[-1]))
+
+
+def lr_frequency_response(psf, height, width, scale):
+    """Response (N, H, W) complex128 of the HR PSFs at the frequencies of an H x W LR grid's FFT.
+
+    An LR frequency u (cycles per LR pixel) is u / s cycles per HR pixel; the PSF's phase is taken
+    about its centre index K // 2, the HR pixel that LR pixel 0 samples. Aliasing is ignored.
+
+    Args:
+        psf (Tensor): (N, 1, K, K), odd K (as :func:`degradation_psf` returns).
+    """
+    taps = torch.arange(psf.shape[-1], dtype=torch.float64, device=psf.device) - psf.shape[-1] // 2
+
+    def phases(n):
+        freq = torch.fft.fftfreq(n, dtype=torch.float64, device=psf.device) / scale
+        return torch.exp(-2j * math.pi * freq[:, None] * taps[None])
+
+    return phases(height) @ psf[:, 0].to(torch.complex128) @ phases(width).T
+
+
+def lr_wiener_to_bicubic(lr, psf, scale, lam):
+    """Wiener estimate of the clean bicubic LR from an LR degraded by ``psf`` (circular boundary).
+
+    With D, B the LR-grid responses of the degradation's PSF and of the bicubic one, the filter is
+    ``B · conj(D) / (|D|² + λ)``: it undoes the blur (and, for 'classical', the (s-1)/2-pixel shift
+    of its sampling) within the band the noise allows; λ is the noise-to-signal ratio. Pad first for
+    another boundary.
+
+    Args:
+        lr (Tensor): (N, C, H, W). psf (Tensor): (N, 1, K, K) from :func:`degradation_psf`.
+        scale (int): s. lam (Tensor): (N,) or (N, 1, 1, 1) regularisation λ > 0.
+
+    Returns:
+        Tensor: (N, C, H, W) in ``lr``'s dtype, not clamped.
+    """
+    height, width = lr.shape[-2:]
+    degradation = lr_frequency_response(psf.double(), height, width, scale)
+    bicubic = lr_frequency_response(degradation_psf(psf.new_ones(1, 1, 1, 1).double(), scale, 'gaussian8'),
+                                    height, width, scale)
+    lam = torch.as_tensor(lam).to(torch.float64).reshape(-1, 1, 1)
+    gain = bicubic * degradation.conj() / (degradation.abs() ** 2 + lam)
+    spectrum = torch.fft.fft2(lr)
+    return torch.fft.ifft2(spectrum * gain[:, None].to(spectrum.dtype)).real
