@@ -157,6 +157,25 @@ def test_clean_lr_runs_the_clean_refiner_per_sample():
         net(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4, 4), blur[None], 0.0)
 
 
+def test_noise_free_samples_of_other_models_skip_the_bodies():
+    """``noise_free_bodies=['classical']``: a noise-free gaussian8 sample gets the data steps alone (its
+    output equals that of a network with zeroed bodies), a noisy one and a classical one do not."""
+    net = tiny_refiner(noise_free_bodies=['classical'])
+    bodiless = tiny_refiner(noise_free_bodies=['classical'])
+    for body in bodiless.bodies:
+        torch.nn.init.zeros_(body[-1].weight)
+        torch.nn.init.zeros_(body[-1].bias)
+    sr, lr = torch.rand(3, 3, 24, 22), torch.rand(3, 3, 12, 11)
+    blur = torch.from_numpy(setting_kernels('classical', 2)[1].kernel).float().expand(3, 25, 25)
+    args = (blur, torch.tensor([0.0, 5 / 255, 0.0]), ['gaussian8', 'gaussian8', 'classical'])
+    with torch.no_grad():
+        out, reference = net(sr, lr, *args), bodiless(sr, lr, *args)
+    torch.testing.assert_close(out[:1], reference[:1], rtol=0, atol=0)
+    assert (out[1:] - reference[1:]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+    with pytest.raises(ValueError, match='degradation must be one of'):
+        tiny_refiner(noise_free_bodies=['bicubic'])
+
+
 def test_shipped_weights_hold_the_shipped_delta_exactly():
     """The non-blind checkpoint's clean path is the shipped BPRefineNet x4, to the bit: on clean
     bicubic LR the non-blind delta is today's CFSR-Delta."""

@@ -25,6 +25,11 @@ def as_sigma(sigma, batch, like):
     return sigma.to(like).reshape(-1, 1, 1, 1).expand(batch, 1, 1, 1)
 
 
+def log_noise_ratio(sigma):
+    """``log(1 + σ² / q²)`` (q: :data:`QUANTISATION_SIGMA`), the noise term of the data and pre-filter weights."""
+    return torch.log1p((sigma / QUANTISATION_SIGMA) ** 2)
+
+
 def is_delta(kernel):
     """(N,) bool: the blur kernel (N, 1, k, k) is the identity (all its mass on one tap)."""
     return kernel.flatten(1).amax(dim=1) > 1 - 1e-6
@@ -108,9 +113,10 @@ class NonBlindRefineNet(nn.Module):
         self.clean.eval()
         return self
 
-    def _pad(self, x, pixels, circular):
-        """Pad (N, C, H, W) by ``pixels`` on every side: circular where ``circular`` (N,) is true, else symmetric."""
+    def _pad(self, x, pixels, names):
+        """Pad (N, C, H, W) by ``pixels`` on every side: circular for 'classical' samples, else symmetric."""
         symmetric = symmetric_pad(x, pixels, pixels, pixels, pixels)
+        circular = torch.tensor([n == 'classical' for n in names], device=x.device)
         if not circular.any():
             return symmetric
         return torch.where(circular.view(-1, 1, 1, 1), F.pad(x, (pixels,) * 4, mode='circular'), symmetric)
@@ -118,11 +124,10 @@ class NonBlindRefineNet(nn.Module):
     def restore(self, sr, lr, kernel, sigma, names):
         """The non-blind stages on a batch (all arguments per sample, as :meth:`forward` normalises them)."""
         s, p = self.upscale, self.pad
-        circular = torch.tensor([n == 'classical' for n in names], device=lr.device)
-        lr = self._pad(lr, p, circular)
-        z = self._pad(sr, s * p, circular)
+        lr = self._pad(lr, p, names)
+        z = self._pad(sr, s * p, names)
         fb, fbc, f2b, fbfy = data_terms(lr, degradation_psf(kernel, s, names).to(lr), s)
-        noise = torch.log1p((sigma / QUANTISATION_SIGMA) ** 2)  # (N, 1, 1, 1)
+        noise = log_noise_ratio(sigma)  # (N, 1, 1, 1)
         alphas = torch.exp(self.log_alpha.view(1, -1, 1, 1) + self.noise_gain.view(1, -1, 1, 1) * noise)
         sigma_map = sigma.expand(-1, 1, lr.shape[-2], lr.shape[-1])
         with_bodies = (sigma.view(-1) > 0) | torch.tensor([m in self.noise_free_bodies for m in names], device=lr.device)
@@ -153,11 +158,9 @@ class NonBlindRefineNet(nn.Module):
         if self.prefilter_lambda is None or clean.all():
             return lr
         p = self.pad
-        circular = torch.tensor([n == 'classical' for n in names], device=lr.device)
-        noise = torch.log1p((sigma.view(-1).double() / QUANTISATION_SIGMA) ** 2)
-        lam = self.prefilter_lambda * torch.exp(self.prefilter_noise_gain * noise)
+        lam = self.prefilter_lambda * torch.exp(self.prefilter_noise_gain * log_noise_ratio(sigma.view(-1).double()))
         psf = degradation_psf(kernel, self.upscale, names)
-        filtered = lr_wiener_to_bicubic(self._pad(lr, p, circular), psf, self.upscale, lam)[..., p:-p, p:-p]
+        filtered = lr_wiener_to_bicubic(self._pad(lr, p, names), psf, self.upscale, lam)[..., p:-p, p:-p]
         return torch.where(clean.view(-1, 1, 1, 1), lr, filtered.clamp(0, 1))
 
     def forward(self, sr, lr, kernel=None, sigma=None, degradation='gaussian8'):
