@@ -106,8 +106,17 @@ def test_backbone_runs_on_the_prefiltered_lr_except_for_clean_samples():
         assert (prepared[1:] - lr[1:]).abs().max() > 1e-2 and 0 <= prepared.min() and prepared.max() <= 1
         expected = net.refiner(net.forward_backbone(prepared), lr, kernel, 0.0)
         torch.testing.assert_close(net(lr, kernel=kernel, sigma=0.0), expected, rtol=0, atol=0)
+        # one floor per model: the classical sample's λ is the classical entry
+        net.refiner.prefilter_lambda = {'gaussian8': 1.0, 'classical': 1e-3}
+        mixed = net.refiner.backbone_input(lr, kernel, 0.0, ['gaussian8', 'classical'])
+        net.refiner.prefilter_lambda = 1e-3
+        torch.testing.assert_close(mixed[1:], net.refiner.backbone_input(lr[1:], kernel[1:], 0.0, 'classical'),
+                                   rtol=0, atol=1e-6)
+        assert (mixed[1:] - prepared[1:]).abs().max() > 1e-3  # not the gaussian8 filter of the same kernel
         net.refiner.prefilter_lambda = None
         assert net.refiner.backbone_input(lr, kernel, 0.0) is lr
+    with pytest.raises(ValueError, match='one λ per degradation model'):
+        NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda={'gaussian8': 1e-3})
 
 
 def tiny_refiner(**kwargs):

@@ -42,10 +42,12 @@ class NonBlindRefineNet(nn.Module):
     Before the backbone (:meth:`backbone_input`, which BackboneDelta calls): a Wiener filter at LR
     resolution maps the degraded LR to an estimate of the clean bicubic LR of the same image
     (archs/degradation_psf.py, :func:`lr_wiener_to_bicubic`), so the backbone sees the kind of input it
-    was trained on. Its λ is noise-aware, ``λ = prefilter_lambda · (1 + σ² / q²) ** prefilter_noise_gain``;
-    both constants were chosen on the degraded val291 folders (CFSR after the filter alone:
-    23.90 -> 26.98 dB at gaussian8 σ_k 2.6, σ_n 0); ``prefilter_lambda=None`` feeds the backbone the
-    degraded LR itself.
+    was trained on. Its regularisation is ``λ = prefilter_lambda[model] + prefilter_noise_lambda · σ² / q²``:
+    the floor per degradation model stands for what the filter's model leaves out — mostly aliasing,
+    small after the bicubic antialiasing of 'gaussian8', large after the plain decimation of
+    'classical' — and the second term for the noise. All three constants were chosen on the degraded
+    val291 folders (CFSR after the filter alone: 23.90 -> 26.96 dB at gaussian8 σ_k 2.6, σ_n 0);
+    ``prefilter_lambda=None`` feeds the backbone the degraded LR itself.
 
     After the backbone, ``stages`` times: a closed-form data step (USRNet's FFT solution of
     ``argmin_x ||y - (x ⊗ psf)↓s||² + α_t ||x - z||²``, with the PSF of the degradation model,
@@ -71,8 +73,9 @@ class NonBlindRefineNet(nn.Module):
         stages (int): data step + body iterations. width, num_convs, init_std: each body
             (blocks.residual_conv_body). alpha_init (float): every α_t at σ = 0 at initialisation.
         pad (int): LR pixels of padding around the FFT steps (> the PSF radius / s; LR H, W > pad).
-        prefilter_lambda (float | None): the LR Wiener filter's λ at σ = 0 (None: no filter).
-        prefilter_noise_gain (float): exponent of its growth with the noise variance.
+        prefilter_lambda (float | dict | None): the LR Wiener filter's λ at σ = 0, for every model or
+            ``{model: λ}`` (None: no filter). prefilter_noise_lambda (float): λ's growth per unit of
+            σ² / q² (the noise variance in 8-bit levels²).
         noise_free_bodies (Sequence[str]): degradation models whose σ = 0 samples go through the
             bodies (default both). The shipped x4 option leaves out 'gaussian8': after the pre-filter
             the bodies cost 0.5-0.9 dB there on val291 (they add 0.2-0.7 dB on noise-free 'classical'
@@ -88,11 +91,15 @@ class NonBlindRefineNet(nn.Module):
     sample. Returns (N, 3, s*H, s*W), unclamped. ``backbone_input`` takes the same LR and degradation.
     """
 
-    def __init__(self, upscale=4, num_in_ch=3, stages=2, width=32, num_convs=4, init_std=1e-4, alpha_init=0.01, pad=8, prefilter_lambda=None, prefilter_noise_gain=1.2,
+    def __init__(self, upscale=4, num_in_ch=3, stages=2, width=32, num_convs=4, init_std=1e-4, alpha_init=0.01, pad=8,
+                 prefilter_lambda=None, prefilter_noise_lambda=6.8e-4,
                  noise_free_bodies=DEGRADATIONS, clean_refiner=None, clean_weights=None, clean_param_key='params_ema'):
         super().__init__()
         self.upscale, self.stages, self.pad = upscale, stages, pad
-        self.prefilter_lambda, self.prefilter_noise_gain = prefilter_lambda, prefilter_noise_gain
+        if isinstance(prefilter_lambda, dict) and sorted(prefilter_lambda) != sorted(DEGRADATIONS):
+            raise ValueError(f'prefilter_lambda must give one λ per degradation model ({", ".join(DEGRADATIONS)}), '
+                             f'got {sorted(prefilter_lambda)}')
+        self.prefilter_lambda, self.prefilter_noise_lambda = prefilter_lambda, prefilter_noise_lambda
         check_degradations(list(noise_free_bodies), len(noise_free_bodies))
         self.noise_free_bodies = tuple(noise_free_bodies)
         clean = dict(clean_refiner or dict(SHIPPED_CLEAN_REFINER, upscale=upscale))
@@ -158,7 +165,10 @@ class NonBlindRefineNet(nn.Module):
         if self.prefilter_lambda is None or clean.all():
             return lr
         p = self.pad
-        lam = self.prefilter_lambda * torch.exp(self.prefilter_noise_gain * log_noise_ratio(sigma.view(-1).double()))
+        floor = self.prefilter_lambda
+        floor = [floor[n] for n in names] if isinstance(floor, dict) else [floor] * len(names)
+        lam = torch.tensor(floor, dtype=torch.float64, device=lr.device) + self.prefilter_noise_lambda * (
+            sigma.view(-1).double() / QUANTISATION_SIGMA) ** 2
         psf = degradation_psf(kernel, self.upscale, names)
         filtered = lr_wiener_to_bicubic(self._pad(lr, p, names), psf, self.upscale, lam)[..., p:-p, p:-p]
         return torch.where(clean.view(-1, 1, 1, 1), lr, filtered.clamp(0, 1))
