@@ -12,7 +12,7 @@ from conftest import TINY_CFSR, official_weights, require_shared, smooth_image, 
 from test_pipelines import backbone_path, exp_name, run_entries  # noqa: F401  (fixtures)
 from test_usrnet import degraded_training_options, degraded_val_folder, psnr_logged_by_test_run
 from cfsrdelta_arch.app.engine import SREngine
-from cfsrdelta_arch.app.robustness import format_summary, merge_rows, read_rows
+from cfsrdelta_arch.app.robustness import Case, format_summary, merge_rows, read_rows, run
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.archs.degradation_psf import degradation_psf, lr_wiener_to_bicubic
@@ -106,17 +106,21 @@ def test_backbone_runs_on_the_prefiltered_lr_except_for_clean_samples():
         assert (prepared[1:] - lr[1:]).abs().max() > 1e-2 and 0 <= prepared.min() and prepared.max() <= 1
         expected = net.refiner(net.forward_backbone(prepared), lr, kernel, 0.0)
         torch.testing.assert_close(net(lr, kernel=kernel, sigma=0.0), expected, rtol=0, atol=0)
-        # one floor per model: the classical sample's λ is the classical entry
+        # one floor per model, per sample
+        blurred = kernel[1:].expand(2, 25, 25)
         net.refiner.prefilter_lambda = {'gaussian8': 1.0, 'classical': 1e-3}
-        mixed = net.refiner.backbone_input(lr, kernel, 0.0, ['gaussian8', 'classical'])
-        net.refiner.prefilter_lambda = 1e-3
-        torch.testing.assert_close(mixed[1:], net.refiner.backbone_input(lr[1:], kernel[1:], 0.0, 'classical'),
-                                   rtol=0, atol=1e-6)
+        mixed = net.refiner.backbone_input(lr, blurred, 0.0, ['gaussian8', 'classical'])
+        for i, (name, lam) in enumerate((('gaussian8', 1.0), ('classical', 1e-3))):
+            net.refiner.prefilter_lambda = lam
+            alone = net.refiner.backbone_input(lr[i:i + 1], blurred[i:i + 1], 0.0, name)
+            torch.testing.assert_close(mixed[i:i + 1], alone, rtol=0, atol=1e-6)
         assert (mixed[1:] - prepared[1:]).abs().max() > 1e-3  # not the gaussian8 filter of the same kernel
         net.refiner.prefilter_lambda = None
         assert net.refiner.backbone_input(lr, kernel, 0.0) is lr
     with pytest.raises(ValueError, match='one λ per degradation model'):
         NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda={'gaussian8': 1e-3})
+    with pytest.raises(ValueError, match='must be > 0'):
+        NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda={'gaussian8': 1e-3, 'classical': 0})
 
 
 def tiny_refiner(**kwargs):
@@ -253,6 +257,12 @@ def test_degradation_inputs_name_what_is_missing():
     torch.testing.assert_close(inputs['sigma'].view(-1), torch.tensor([0.0, 0.1]))
     with pytest.raises(DatasetError, match='needs the degradation with every LR'):
         degradation_inputs({k: v for k, v in data.items() if k != 'degradation'}, 'cpu')
+
+
+def test_robustness_refuses_x8_on_classical_lr(tmp_path):
+    case = Case('Set5', 'classical', 'k1', 0.0, str(tmp_path), str(tmp_path), '{}', None)
+    with pytest.raises(ValueError, match='clean and gaussian8 LR only'):
+        run([case], ['cfsr_nonblind_x8'], {}, 4, str(tmp_path / 'rows.csv'), 'cmd', 'abc')
 
 
 def test_robustness_csv_parts_merge_and_summarise(tmp_path):

@@ -212,7 +212,15 @@ def format_summary(rows, sets, kernels_of=None):
 
 def run(cases, methods, nets, scale, csv_path, command, commit):
     """Evaluate every case with every method, merging the rows into ``csv_path`` after each case
-    (an interrupted run keeps what it finished). Progress on stderr."""
+    (an interrupted run keeps what it finished). Progress on stderr.
+
+    Raises:
+        ValueError: the x8 self-ensemble asked for on 'classical' LR (a flipped classical LR samples
+            another corner of each s x s block, which the flipped kernel does not describe).
+    """
+    if 'cfsr_nonblind_x8' in methods and any(case.setting == 'classical' for case in cases):
+        raise ValueError("cfsr_nonblind_x8 runs on clean and gaussian8 LR only (use --settings clean gaussian8): "
+                         "a flipped classical LR samples another corner of each s x s block")
     for n, case in enumerate(cases):
         label = f'[{n + 1}/{len(cases)}] {case.set} {case.setting} {case.kernel} n{case.noise:.2f}'
 

@@ -123,7 +123,7 @@ def lr_wiener_to_bicubic(lr, psf, scale, lam):
     degradation = lr_frequency_response(psf.double(), height, width, scale)
     bicubic = lr_frequency_response(degradation_psf(psf.new_ones(1, 1, 1, 1).double(), scale, 'gaussian8'),
                                     height, width, scale)
-    lam = torch.as_tensor(lam).to(torch.float64).reshape(-1, 1, 1)
+    lam = torch.as_tensor(lam).to(device=psf.device, dtype=torch.float64).reshape(-1, 1, 1)
     gain = bicubic * degradation.conj() / (degradation.abs() ** 2 + lam)
     spectrum = torch.fft.fft2(lr)
     return torch.fft.ifft2(spectrum * gain[:, None].to(spectrum.dtype)).real

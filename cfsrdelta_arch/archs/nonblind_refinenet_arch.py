@@ -25,9 +25,10 @@ def as_sigma(sigma, batch, like):
     return sigma.to(like).reshape(-1, 1, 1, 1).expand(batch, 1, 1, 1)
 
 
-def log_noise_ratio(sigma):
-    """``log(1 + σ² / q²)`` (q: :data:`QUANTISATION_SIGMA`), the noise term of the data and pre-filter weights."""
-    return torch.log1p((sigma / QUANTISATION_SIGMA) ** 2)
+def noise_ratio(sigma):
+    """``σ² / q²`` (q: :data:`QUANTISATION_SIGMA`): the noise variance in 8-bit levels², which the data
+    weight (through its log1p) and the pre-filter's λ grow with."""
+    return (sigma / QUANTISATION_SIGMA) ** 2
 
 
 def is_delta(kernel):
@@ -99,6 +100,10 @@ class NonBlindRefineNet(nn.Module):
         if isinstance(prefilter_lambda, dict) and sorted(prefilter_lambda) != sorted(DEGRADATIONS):
             raise ValueError(f'prefilter_lambda must give one λ per degradation model ({", ".join(DEGRADATIONS)}), '
                              f'got {sorted(prefilter_lambda)}')
+        floors = prefilter_lambda.values() if isinstance(prefilter_lambda, dict) else [prefilter_lambda or 1]
+        if min(floors) <= 0 or prefilter_noise_lambda < 0:
+            raise ValueError(f'prefilter_lambda must be > 0 and prefilter_noise_lambda >= 0, got {prefilter_lambda} '
+                             f'and {prefilter_noise_lambda}')
         self.prefilter_lambda, self.prefilter_noise_lambda = prefilter_lambda, prefilter_noise_lambda
         check_degradations(list(noise_free_bodies), len(noise_free_bodies))
         self.noise_free_bodies = tuple(noise_free_bodies)
@@ -134,7 +139,7 @@ class NonBlindRefineNet(nn.Module):
         lr = self._pad(lr, p, names)
         z = self._pad(sr, s * p, names)
         fb, fbc, f2b, fbfy = data_terms(lr, degradation_psf(kernel, s, names).to(lr), s)
-        noise = log_noise_ratio(sigma)  # (N, 1, 1, 1)
+        noise = torch.log1p(noise_ratio(sigma))  # (N, 1, 1, 1)
         alphas = torch.exp(self.log_alpha.view(1, -1, 1, 1) + self.noise_gain.view(1, -1, 1, 1) * noise)
         sigma_map = sigma.expand(-1, 1, lr.shape[-2], lr.shape[-1])
         with_bodies = (sigma.view(-1) > 0) | torch.tensor([m in self.noise_free_bodies for m in names], device=lr.device)
@@ -167,10 +172,11 @@ class NonBlindRefineNet(nn.Module):
         p = self.pad
         floor = self.prefilter_lambda
         floor = [floor[n] for n in names] if isinstance(floor, dict) else [floor] * len(names)
-        lam = torch.tensor(floor, dtype=torch.float64, device=lr.device) + self.prefilter_noise_lambda * (
-            sigma.view(-1).double() / QUANTISATION_SIGMA) ** 2
+        lam = torch.tensor(floor, dtype=torch.float64, device=lr.device) + self.prefilter_noise_lambda * noise_ratio(
+            sigma.view(-1).double())
         psf = degradation_psf(kernel, self.upscale, names)
-        filtered = lr_wiener_to_bicubic(self._pad(lr, p, names), psf, self.upscale, lam)[..., p:-p, p:-p]
+        filtered = lr_wiener_to_bicubic(self._pad(lr, p, names), psf, self.upscale, lam)
+        filtered = filtered[..., p:filtered.shape[-2] - p, p:filtered.shape[-1] - p]
         return torch.where(clean.view(-1, 1, 1, 1), lr, filtered.clamp(0, 1))
 
     def forward(self, sr, lr, kernel=None, sigma=None, degradation='gaussian8'):

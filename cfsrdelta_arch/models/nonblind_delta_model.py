@@ -22,6 +22,9 @@ class NonBlindDeltaModel(BackboneDeltaModel):
         super().__init__(opt)
 
     def feed_data(self, data):
+        if 'base' in data:  # the backbone must run on the LR the refiner prepares (its pre-filter)
+            raise ValueError('NonBlindDeltaModel runs the backbone itself; a cached SR_base (PairedCachedBaseDataset) '
+                             'cannot be used')
         super().feed_data(data)
         self.degradation = degradation_inputs(data, self.device)
 
