@@ -12,7 +12,7 @@ from conftest import TINY_CFSR, official_weights, require_shared, smooth_image, 
 from test_pipelines import backbone_path, exp_name, run_entries  # noqa: F401  (fixtures)
 from test_usrnet import degraded_training_options, degraded_val_folder, psnr_logged_by_test_run
 from cfsrdelta_arch.app.engine import SREngine
-from cfsrdelta_arch.app.robustness import Case, format_summary, merge_rows, read_rows, run
+from cfsrdelta_arch.app.robustness import Case, current_commit, format_summary, merge_rows, read_rows, run
 from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.archs.degradation_psf import degradation_psf, lr_wiener_to_bicubic
@@ -257,6 +257,23 @@ def test_degradation_inputs_name_what_is_missing():
     torch.testing.assert_close(inputs['sigma'].view(-1), torch.tensor([0.0, 0.1]))
     with pytest.raises(DatasetError, match='needs the degradation with every LR'):
         degradation_inputs({k: v for k, v in data.items() if k != 'degradation'}, 'cpu')
+
+
+def test_commit_of_a_table_part_ignores_the_tables_own_outputs(tmp_path):
+    """A part written into docs/*.csv while later parts run does not mark them '+dirty'; code changes do."""
+    import subprocess
+    git = ['git', '-C', str(tmp_path), '-c', 'user.name=t', '-c', 'user.email=t@t']
+    (tmp_path / 'docs').mkdir()
+    (tmp_path / 'docs' / 'rows.csv').write_text('a\n')
+    (tmp_path / 'code.py').write_text('x = 1\n')
+    subprocess.run(git + ['init', '-q'], check=True)
+    subprocess.run(git + ['add', '.'], check=True)
+    subprocess.run(git + ['commit', '-qm', 'c'], check=True)
+    clean = current_commit(str(tmp_path))
+    (tmp_path / 'docs' / 'rows.csv').write_text('a\nb\n')
+    assert current_commit(str(tmp_path)) == clean and not clean.endswith('+dirty')
+    (tmp_path / 'code.py').write_text('x = 2\n')
+    assert current_commit(str(tmp_path)) == clean + '+dirty'
 
 
 def test_robustness_refuses_x8_on_classical_lr(tmp_path):

@@ -146,11 +146,13 @@ def evaluate_case(case, methods, nets, scale, progress=None):
 
 
 def current_commit(root):
-    """Short commit of ``root`` ('+dirty' with uncommitted changes), or 'unknown' outside git."""
+    """Short commit of ``root`` ('+dirty' with uncommitted changes outside docs/, where the tables'
+    own CSVs and figures are written while they run), or 'unknown' outside git."""
     try:
         commit = subprocess.run(['git', '-C', root, 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(['git', '-C', root, 'status', '--porcelain', '--untracked-files=no'],
+        dirty = subprocess.run(['git', '-C', root, 'status', '--porcelain', '--untracked-files=no', '--', '.',
+                                ':(exclude)docs'],
                                capture_output=True, text=True, check=True).stdout.strip()
         return commit + ('+dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError):
