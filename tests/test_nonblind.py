@@ -121,6 +121,8 @@ def test_backbone_runs_on_the_prefiltered_lr_except_for_clean_samples():
         NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda={'gaussian8': 1e-3})
     with pytest.raises(ValueError, match='must be > 0'):
         NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda={'gaussian8': 1e-3, 'classical': 0})
+    with pytest.raises(ValueError, match='must be > 0'):
+        NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda=0)
 
 
 def tiny_refiner(**kwargs):

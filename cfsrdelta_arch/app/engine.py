@@ -93,7 +93,6 @@ def nonblind_inputs(kind, degradation, batch, scale, device):
             torch.full((batch,), noise_sigma / 255.0, device=device)), {}
 
 
-
 def resolve_device(device='auto', backend='torch'):
     """'auto' -> 'cuda' when available (and ``backend`` is 'torch'), else 'cpu'; anything else is
     checked and returned as a ``torch.device``.

@@ -81,8 +81,8 @@ class BackboneDelta(nn.Module):
         """Refined SR (N, 3, s*H, s*W) of LR (N, 3, H, W).
 
         A refiner with a ``backbone_input(lr, **degradation)`` method (NonBlindRefineNet) chooses what
-        the backbone runs on. ``base``: the backbone's output (for that input) computed elsewhere (a cached SR_base, or one
-        backbone pass shared by several refiners); it skips the backbone and is clamped to [0, 1]
+        the backbone runs on. ``base``: the backbone's output (for that input) computed elsewhere (a
+        cached SR_base, or one backbone pass shared by several refiners); it skips the backbone and is clamped to [0, 1]
         like :meth:`forward_backbone`'s. ``degradation``: keyword arguments for a non-blind refiner
         (NonBlindRefineNet's ``kernel``, ``sigma``, ``degradation``).
         """

@@ -100,8 +100,8 @@ class NonBlindRefineNet(nn.Module):
         if isinstance(prefilter_lambda, dict) and sorted(prefilter_lambda) != sorted(DEGRADATIONS):
             raise ValueError(f'prefilter_lambda must give one λ per degradation model ({", ".join(DEGRADATIONS)}), '
                              f'got {sorted(prefilter_lambda)}')
-        floors = prefilter_lambda.values() if isinstance(prefilter_lambda, dict) else [prefilter_lambda or 1]
-        if min(floors) <= 0 or prefilter_noise_lambda < 0:
+        floors = prefilter_lambda.values() if isinstance(prefilter_lambda, dict) else [prefilter_lambda]
+        if any(f is not None and f <= 0 for f in floors) or prefilter_noise_lambda < 0:
             raise ValueError(f'prefilter_lambda must be > 0 and prefilter_noise_lambda >= 0, got {prefilter_lambda} '
                              f'and {prefilter_noise_lambda}')
         self.prefilter_lambda, self.prefilter_noise_lambda = prefilter_lambda, prefilter_noise_lambda
