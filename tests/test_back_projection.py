@@ -108,6 +108,38 @@ def test_back_projection_commutes_with_flips_and_transposes(scale):
         assert torch.allclose(project(dihedral(sr, k), dihedral(lr, k)), dihedral(project(sr, lr), k), atol=1e-5)
 
 
+@pytest.mark.parametrize('scale', SCALES)
+@pytest.mark.parametrize('size', [(LR_H, LR_W), (7, 7), (23, 16)])
+def test_down_up_filter_is_the_two_passes(scale, size):
+    """DU as one LR filter after symmetric padding equals D(U(r)), borders included."""
+    project = BackProjection(scale)
+    r = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(scale))
+    assert torch.allclose(project.down_up(r), project.down(project.up(r)), atol=1e-6)
+
+
+@pytest.mark.parametrize('scale', SCALES)
+@pytest.mark.parametrize('aware', [True, False])
+def test_back_projection_equals_the_step_by_step_iteration(scale, aware):
+    """The LR-resolution form (one D, one U) against the definition, x <- x + U(r(x)) at full
+    resolution, with saturated LR pixels so the one-sided residuals matter."""
+    gen = torch.Generator().manual_seed(scale)
+    lr = (torch.rand(1, 3, LR_H, LR_W, generator=gen) * 1.4 - 0.2).clamp(0, 1)
+    sr = torch.rand(1, 3, LR_H * scale, LR_W * scale, generator=gen)
+    for steps in (1, 3):
+        project = BackProjection(scale, steps=steps, saturation_aware=aware)
+        x = sr
+        for _ in range(steps):
+            x = x + project.up(project.residual(x, lr))
+        assert torch.allclose(project(sr, lr), x, atol=2e-6)
+
+
+def test_back_projection_macs_are_one_down_one_up_and_the_lr_filters():
+    project = BackProjection(4, steps=3)
+    sr, lr = torch.rand(1, 3, LR_H * 4, LR_W * 4), torch.rand(1, 3, LR_H, LR_W)
+    lr_filters = 2 * 3 * LR_H * LR_W * project.down_up_kernel[0].numel()  # steps - 1 of them
+    assert count_conv_macs(project, sr, lr) == count_conv_macs(project.down, sr) + count_conv_macs(project.up, lr) + lr_filters
+
+
 def test_back_projection_rejects_negative_steps():
     with pytest.raises(ValueError, match='steps must be >= 0'):
         BackProjection(4, steps=-1)

@@ -7,10 +7,13 @@ rounding, except where the LR is saturated: an LR pixel at 255 only says ``D(HR)
 Pushing D(SR) onto a saturated LR value would undo correct overshoot and ring on screen content
 (white backgrounds, text), so there the residual is one-sided.
 """
+import copy
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .bicubic_layers import BicubicDown, BicubicUp
+from .bicubic_layers import BicubicDown, BicubicUp, symmetric_pad
 
 
 def consistency_residual(lr, lr_of_sr):
@@ -29,6 +32,26 @@ def consistency_residual(lr, lr_of_sr):
     return torch.where(lr <= 0, residual.clamp(max=0), residual)
 
 
+def down_up_kernel(down, up, canvas=31):
+    """The LR -> LR filter of ``down(up(r))`` (D after U), (K, K) float32, odd K.
+
+    D and U are linear, shift-invariant by one LR pixel, and their MATLAB sampling grids are mirror
+    images of themselves at the image border, so ``D(U(r))`` is this filter applied to ``r`` after
+    symmetric padding (tests/test_back_projection.py checks it against the two passes). Taken as
+    the response to a unit impulse, computed in float64 and trimmed to its non-zero support.
+    """
+    impulse = torch.zeros(1, down.channels, canvas, canvas, dtype=torch.float64)
+    impulse[..., canvas // 2, canvas // 2] = 1
+    with torch.no_grad():
+        response = copy.deepcopy(down).double()(copy.deepcopy(up).double()(impulse))[0, 0]
+    support = response.abs().amax(0).nonzero().flatten()
+    radius = int(max(canvas // 2 - support.min(), support.max() - canvas // 2))
+    if radius >= canvas // 2 - 1:
+        raise ValueError('down_up_kernel: the canvas is too small for the filter')
+    centre = slice(canvas // 2 - radius, canvas // 2 + radius + 1)
+    return response[centre, centre].float()
+
+
 class BackProjection(nn.Module):
     """``steps`` iterations of ``x <- x + U(consistency_residual(lr, D(x)))``, no learned weights.
 
@@ -36,6 +59,11 @@ class BackProjection(nn.Module):
     steps reach the fixed point on val291 to 1e-4 dB (docs/experiments.md). With
     ``saturation_aware=False`` the residual is the plain ``lr - D(x)`` (classic iterative
     back-projection; kept for the ablation in scripts/bench_back_projection.py).
+
+    Computed at LR resolution: D is linear, so ``D(x + U(r)) = D(x) + DU(r)`` with DU a small LR
+    filter (:func:`down_up_kernel`), and U is linear, so the steps' updates add up to one
+    ``U(r_1 + ... + r_steps)``. One full-resolution D and one U instead of ``steps`` of each; equal
+    to the step-by-step form up to float rounding (tests/test_back_projection.py).
 
     ``forward(sr, lr)``: sr (N, C, s*H, s*W), lr (N, C, H, W) in [0, 1]; returns sr's shape.
     H and W must be at least 7 (the symmetric padding of the fixed kernels).
@@ -45,16 +73,40 @@ class BackProjection(nn.Module):
         super().__init__()
         if steps < 0:
             raise ValueError(f'BackProjection: steps must be >= 0, got {steps}')
-        self.steps, self.saturation_aware = steps, saturation_aware
+        self.steps, self.saturation_aware, self.channels, self.scale = steps, saturation_aware, channels, scale
         self.down = BicubicDown(scale, channels)
         self.up = BicubicUp(scale, channels)
+        kernel = down_up_kernel(self.down, self.up)
+        self.register_buffer('down_up_kernel', kernel.expand(channels, 1, *kernel.shape).contiguous(),
+                             persistent=False)
+
+    def residual_of(self, lr, lr_of_sr):
+        """:func:`consistency_residual` (or the plain ``lr - lr_of_sr`` without saturation awareness)."""
+        return consistency_residual(lr, lr_of_sr) if self.saturation_aware else lr - lr_of_sr
 
     def residual(self, sr, lr):
         """(N, C, H, W) LR-resolution consistency residual of ``sr`` (see consistency_residual)."""
-        lr_of_sr = self.down(sr)
-        return consistency_residual(lr, lr_of_sr) if self.saturation_aware else lr - lr_of_sr
+        return self.residual_of(lr, self.down(sr))
+
+    def down_up(self, r):
+        """``D(U(r))`` for an LR tensor (N, C, H, W), as one LR filter."""
+        pad = self.down_up_kernel.shape[-1] // 2
+        return F.conv2d(symmetric_pad(r, pad, pad, pad, pad), self.down_up_kernel, groups=self.channels)
 
     def forward(self, sr, lr):
-        for _ in range(self.steps):
-            sr = sr + self.up(self.residual(sr, lr))
-        return sr
+        if not self.steps:
+            return sr
+        lr_of_x = self.down(sr)
+        total = None
+        for step in range(self.steps):
+            r = self.residual_of(lr, lr_of_x)
+            total = r if total is None else total + r
+            if step + 1 < self.steps:
+                lr_of_x = lr_of_x + self.down_up(r)
+        return sr + self.up(total)
+
+    def conv_macs(self, out):
+        """MACs per sample of the LR filters of the forward that produced ``out`` (D and U count in their
+        own modules; utils/flops.py convention)."""
+        c, h, w = out.shape[1:]
+        return max(self.steps - 1, 0) * c * (h // self.scale) * (w // self.scale) * self.down_up_kernel[0].numel()
