@@ -4,10 +4,13 @@ Cases: a 320x180 LR frame (1280x720 output) as a whole image, and unless --skip-
 (3840x2160 output) in --tile LR tiles. Every backend runs through SREngine as cfsrdelta-infer runs it
 (compiled models cached: app/backends.py); after one warm-up call per backend (compilation), the
 backends are timed in --repeats interleaved rounds in this one process, --threads threads each.
-Columns: median latency, speed-up vs torch, effective multiply-adds per second (conv MACs of the
+Every case also runs the network as it is (NCHW, torch.no_grad, no uint8 conversions): the "eager"
+reference of the speed-ups and differences. The process uses the CLI's allocator settings
+(utils/allocator.py), as cfsrdelta-infer does. Columns: median latency, speed-up vs eager, effective multiply-adds per second (conv MACs of the
 whole-image network, utils/flops.py; the 4K MACs are the 720p count x9, convs scale with the pixels;
 tile overlap is not counted), that rate as a fraction of this machine's fp32 peak (a 4096^2 torch
-matmul in the same run), peak RSS increase during one call, max abs difference to torch.
+matmul in the same run), peak RSS increase during the first full-size call (tiled cases: after a
+one-window warm-up, so it is what the image itself costs), max abs difference to eager.
 
 Run on an otherwise idle machine for numbers to report:
   python scripts/bench_backends.py --repeats 9
@@ -22,6 +25,7 @@ import torch
 from cfsrdelta_arch.app.backends import BACKENDS
 from cfsrdelta_arch.app.benchmark import format_backend_table, matmul_macs_per_second, measure_backends
 from cfsrdelta_arch.app.engine import SREngine
+from cfsrdelta_arch.utils.allocator import keep_freed_memory_for_reuse
 from cfsrdelta_arch.utils.flops import count_conv_macs
 
 FRAME_720P, FRAME_4K = (180, 320), (540, 960)  # LR (H, W) at x4
@@ -33,7 +37,7 @@ def main(argv=None):
     p.add_argument('--delta-opt', default='options/test/test_CFSRDelta_BPRefineNet_x4.yml',
                    help='option file of the CFSR-Delta x4 (default: the shipped BPRefineNet)')
     p.add_argument('--backends', nargs='+', choices=BACKENDS, default=list(BACKENDS),
-                   help='backends to compare (torch is always included: the reference)')
+                   help='backends to compare with eager PyTorch (default: all)')
     p.add_argument('--repeats', type=int, default=9, help='interleaved timed rounds (default 9)')
     p.add_argument('--threads', type=int, default=2, help='threads of every runtime (default 2)')
     p.add_argument('--tile', type=int, default=256, help='LR tile size of the 4K case (default 256)')
@@ -41,7 +45,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.repeats < 1 or args.threads < 1 or args.tile < 1:
         p.error('--repeats, --threads and --tile must be >= 1')
-    backends = ['torch'] + [b for b in args.backends if b != 'torch']
+    keep_freed_memory_for_reuse()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     frames = [('1280x720', torch.rand(1, 3, *FRAME_720P, generator=gen), None)]
@@ -57,7 +61,7 @@ def main(argv=None):
     peak = matmul_macs_per_second()
     print(f'{args.threads} thread(s), median of {args.repeats} interleaved rounds; fp32 peak (4096^2 matmul): '
           f'{peak / 1e9:.1f} GMAC/s', flush=True)
-    rows = measure_backends(cases, backends, args.repeats, args.threads, peak,
+    rows = measure_backends(cases, args.backends, args.repeats, args.threads, peak,
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_backend_table(rows))
     return 0

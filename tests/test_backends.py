@@ -88,7 +88,7 @@ def test_tiled_openvino_compiles_one_shape(tmp_path, monkeypatch):
                           backend='openvino')
         diff = (engine.sr_tensor(x) - reference.sr_tensor(x)).abs().max().item()
         assert diff < TOLERANCE
-        assert engine.backend._compiled.cache_info().misses == shapes
+        assert engine.backend.request.cache_info().misses == shapes
 
 
 def test_cache_is_reused_keyed_and_repaired(tmp_path, monkeypatch):
@@ -148,9 +148,10 @@ def test_bad_backend_or_device_is_one_line():
 
 
 def test_measure_backends_table(tmp_path, monkeypatch):
-    """The backend benchmark (scripts/bench_backends.py) on a tiny network: one row per backend, torch
-    the reference (speed-up 1, difference 0), the others within TOLERANCE, rates from the given MACs."""
-    from cfsrdelta_arch.app.benchmark import format_backend_table, measure_backends
+    """The backend benchmark (scripts/bench_backends.py) on a tiny network, tiled: the eager reference
+    row (speed-up 1, difference 0), then one row per backend within TOLERANCE of it, rates from the
+    given MACs."""
+    from cfsrdelta_arch.app.benchmark import EAGER, format_backend_table, measure_backends
     monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / 'cache'))
     _, pth = write_tiny_model(str(tmp_path))
     net = load_inference_network(TINY_CFSR, pth)
@@ -160,7 +161,7 @@ def test_measure_backends_table(tmp_path, monkeypatch):
                                 peak_macs=1e9)
     finally:
         torch.set_num_threads(threads)
-    assert [r['backend'] for r in rows] == list(backends.BACKENDS)
+    assert [r['backend'] for r in rows] == [EAGER, *backends.BACKENDS]
     assert rows[0]['speedup'] == 1 and rows[0]['max_diff'] == 0
     assert all(r['max_diff'] < TOLERANCE for r in rows)
     assert all(r['macs_per_s'] == pytest.approx(1e6 / r['seconds']) and

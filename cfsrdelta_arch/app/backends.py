@@ -122,7 +122,7 @@ class OpenVinoBackend:
 
     name = 'openvino'
 
-    def __init__(self, net, threads=0, folder=None):
+    def __init__(self, net, threads=0, folder=None, profile=False):
         import openvino as ov
         import openvino.properties.hint as hints
         self.folder = folder or cache_dir()
@@ -131,8 +131,10 @@ class OpenVinoBackend:
         self.config = {hints.performance_mode: hints.PerformanceMode.LATENCY}
         if threads:
             self.config[ov.properties.inference_num_threads] = int(threads)
+        if profile:  # per-node timings (app/benchmark.py: openvino_layer_profile)
+            self.config[ov.properties.enable_profiling] = True
         self.version = ov.get_version().split('-')[0]
-        self._compiled = functools.lru_cache(maxsize=OPENVINO_SHAPES_IN_MEMORY)(self._compile)
+        self.request = functools.lru_cache(maxsize=OPENVINO_SHAPES_IN_MEMORY)(self._compile)
 
     def blob_path(self, shape):
         """Cache file of the model compiled for input ``shape`` (N, C, H, W) with this backend's config."""
@@ -142,7 +144,8 @@ class OpenVinoBackend:
         return os.path.join(self.folder, f'{stem}-openvino{self.version}-{dims}-{options.hexdigest()[:8]}.blob')
 
     def _compile(self, shape):
-        """Infer request of the model compiled for ``shape``, from the disk cache when possible."""
+        """Infer request of the model compiled for ``shape``, from the disk cache when possible
+        (``self.request(shape)``: the same, kept in memory for the last few shapes)."""
         path = self.blob_path(shape)
         compiled = None
         if os.path.isfile(path):
@@ -162,7 +165,7 @@ class OpenVinoBackend:
 
     def __call__(self, lr):
         x = numpy_input(lr)
-        request = self._compiled(tuple(x.shape))
+        request = self.request(tuple(x.shape))
         request.infer({INPUT_NAME: x}, share_inputs=True)
         return torch.from_numpy(request.get_output_tensor(0).data.copy())  # the request reuses its memory
 

@@ -7,6 +7,7 @@ for the deltas), with the backbone computed once per input and handed to each de
 ``base``; "x8" is :func:`cfsrdelta_arch.utils.inference.self_ensemble` of that, i.e. what
 ``val.self_ensemble: true`` gives. Metrics: BasicSR's calculate_psnr/ssim on Y, crop_border = scale.
 """
+import collections
 import functools
 import os
 import statistics
@@ -17,13 +18,14 @@ import time
 import numpy as np
 import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
+from torch import nn
 
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop
 from cfsrdelta_arch.utils.flops import count_conv_macs
 from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
-from cfsrdelta_arch.utils.inference import self_ensemble
+from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, self_ensemble, super_resolve
 from cfsrdelta_arch.utils.tables import markdown_table
-from .backends import BACKENDS
+from .backends import BACKENDS, numpy_input
 from .engine import SREngine
 
 BACKBONE = 'CFSR'
@@ -179,14 +181,17 @@ def peak_rss_during(fn, *args, interval=0.001):
     return max(peak[0], rss_bytes()), result
 
 
+EAGER = 'eager (reference)'
+
+
 def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=None, progress=None):
-    """Latency, throughput and accuracy of each backend on each case (the backend comparison table).
+    """Latency, throughput, memory and accuracy of each backend on each case (the backend table),
+    against plain PyTorch eager.
 
     Args:
         cases (list[tuple]): (label, net, scale, lr (1, 3, H, W) in [0, 1], tile size or None, MACs
             of the whole-image network on ``lr``).
-        backends (tuple[str]): backend names (app/backends.py); 'torch' is the reference of the
-            speed-up and of the difference, so it must be among them.
+        backends (tuple[str]): backend names (app/backends.py).
         repeats (int): interleaved timed rounds per case (median reported), after warm-up calls
             per backend (which also compile and fill the cache).
         threads (int): threads of every runtime (torch's set process-wide here).
@@ -194,16 +199,17 @@ def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=N
         progress (callable | None): called with a one-line status before each case.
 
     Returns:
-        list[dict]: per case and backend: label, backend, seconds (median), speedup (torch's median
-        / this one), macs_per_s, peak_fraction, peak_rss (bytes: the peak RSS during one call above the
-        RSS of the warm process just before it, i.e. what a call allocates on top of the loaded
-        backend; freed memory of earlier calls may be reused), output_bytes (the uint8 output's
-        size), max_diff (max |output - torch output| of the float outputs, clamped).
+        list[dict]: per case, :data:`EAGER` first, then each backend: label, backend, seconds (median),
+        speedup (eager's median / this one), macs_per_s, peak_fraction, peak_rss (bytes: the peak RSS
+        during the first full-size call above the RSS just before it, after a warm-up call on one
+        tile window for tiled cases, on the same size otherwise: what a call allocates on top of the
+        loaded backend), output_bytes (the uint8 output's size), max_diff (max |output - eager output|
+        of the float outputs, clamped).
 
-    Timed calls are ``SREngine.enhance`` on the uint8 image of ``lr``, as cfsrdelta-infer runs them.
+    Timed calls are ``SREngine.enhance`` on the uint8 image of ``lr``, as cfsrdelta-infer runs them;
+    the reference is the network called as it is (NCHW, ``torch.no_grad``) through the same tiling
+    on the float LR, i.e. without the uint8 conversions the others include.
     """
-    if 'torch' not in backends:
-        raise ValueError("measure_backends: 'torch' must be among the backends (the reference)")
     torch.set_num_threads(threads)
     peak_macs = peak_macs or matmul_macs_per_second()
     rows = []
@@ -211,30 +217,126 @@ def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=N
         if progress:
             progress(f'{label}: loading {", ".join(backends)}')
         image = tensor_to_image(lr)  # uint8 (H, W, 3) RGB, what cfsrdelta-infer hands the engine
-        engines, calls, outputs, memory = {}, {}, {}, {}
+        warm_image = image[:tile + 2 * DEFAULT_TILE_OVERLAP, :tile + 2 * DEFAULT_TILE_OVERLAP] if tile else image
+
+        @torch.no_grad()
+        def eager(x, net=net, scale=scale, tile=tile):
+            """The network as it is; ``x`` a uint8 image (as the engines get) or the float LR."""
+            x = image_to_tensor(x) if isinstance(x, np.ndarray) else x
+            return super_resolve(net.eval(), x, scale, tile_size=tile)
+        calls, float_outputs = {EAGER: eager}, {EAGER: lambda: eager(lr).clamp(0, 1)}
         for name in backends:
-            engine = engines[name] = SREngine(net, scale, device='cpu', tile_size=tile, backend=name, threads=threads)
+            engine = SREngine(net, scale, device='cpu', tile_size=tile, backend=name, threads=threads)
             calls[name] = functools.partial(engine.enhance, channel_order='rgb')
-            outputs[name] = engine.sr_tensor(lr)  # warm-up: compiles (or loads the cache) and allocates
-            calls[name](image)
+            float_outputs[name] = functools.partial(engine.sr_tensor, lr)
+        outputs, memory = {}, {}
+        for name, call in calls.items():
+            call(warm_image)  # compiles (or loads the cache) and allocates one tile's buffers
             before = rss_bytes()
-            memory[name] = peak_rss_during(calls[name], image)[0] - before
+            memory[name] = peak_rss_during(call, image)[0] - before
+            outputs[name] = float_outputs[name]()
         if progress:
             progress(f'{label}: {repeats} interleaved rounds')
         seconds = interleaved_median_seconds(calls, image, repeats)
-        for name in backends:
+        for name in calls:
             rows.append({'label': label, 'backend': name, 'seconds': seconds[name],
-                         'speedup': seconds['torch'] / seconds[name], 'macs_per_s': macs / seconds[name],
+                         'speedup': seconds[EAGER] / seconds[name], 'macs_per_s': macs / seconds[name],
                          'peak_fraction': macs / seconds[name] / peak_macs, 'peak_rss': memory[name],
                          'output_bytes': image.nbytes * scale ** 2,
-                         'max_diff': (outputs[name] - outputs['torch']).abs().max().item()})
+                         'max_diff': (outputs[name] - outputs[EAGER]).abs().max().item()})
     return rows
+
+
+def conv_kind(conv):
+    """'1x1', 'depthwise' or 'dense' for an ``nn.Conv2d``: the three conv kinds of the OpenVINO profile."""
+    if conv.groups > 1:
+        return 'depthwise'
+    return '1x1' if conv.kernel_size == (1, 1) else 'dense'
+
+
+def conv_macs_by_kind(net, lr):
+    """{conv kind: MACs of ``net``'s ``nn.Conv2d`` layers of that kind on ``lr``} (see :func:`conv_kind`)."""
+    totals = collections.Counter()
+
+    def hook(module, _inp, out):
+        kh, kw = module.kernel_size
+        totals[conv_kind(module)] += out.numel() // out.shape[0] * (module.in_channels // module.groups) * kh * kw
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            net(lr)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return totals
+
+
+def openvino_node_kind(node_type, exec_type):
+    """The conv kind (:func:`conv_kind`) of an OpenVINO CPU profile entry, else its node type."""
+    if node_type == 'GroupConvolution':
+        return 'depthwise'
+    if node_type == 'Convolution':
+        return '1x1' if '1x1' in exec_type else 'dense'
+    return node_type
+
+
+def openvino_layer_profile(net, lr, threads=2, repeats=5, peak_macs=None):
+    """Where OpenVINO's time goes: ``net`` compiled as the openvino backend compiles it (static shape of
+    ``lr``, LATENCY hint, ``threads``), with per-node performance counters.
+
+    Returns:
+        (float, list[dict]): the median latency in seconds over ``repeats`` runs (after one warm-up),
+        and one row per kind (1x1 / depthwise / dense conv, or OpenVINO's node type for the rest:
+        'Subgraph' is a fused element-wise chain, e.g. LayerNorm's arithmetic and the gating product),
+        slowest first: kind, nodes, exec types, seconds (summed node times of the last run), share,
+        macs (conv kinds: ``nn.Conv2d`` MACs) and macs_per_s, peak_fraction (None without MACs).
+        Fused post-operations (activations, residual adds) count in the node they are fused into.
+    """
+    from .backends import OpenVinoBackend
+    backend = OpenVinoBackend(net, threads, profile=True)
+    request = backend.request(tuple(lr.shape))
+    x = numpy_input(lr)
+    request.infer({0: x})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        request.infer({0: x})
+        times.append(time.perf_counter() - start)
+    peak_macs = peak_macs or matmul_macs_per_second()
+    macs = conv_macs_by_kind(net, lr)
+    seconds, nodes, execs = collections.Counter(), collections.Counter(), collections.defaultdict(set)
+    for info in request.get_profiling_info():
+        if info.exec_type in ('undef', 'unknown_f32'):  # fused into another node, or the graph's ends
+            continue
+        kind = openvino_node_kind(info.node_type, info.exec_type)
+        seconds[kind] += info.real_time.total_seconds()
+        nodes[kind] += 1
+        execs[kind].add(info.exec_type)
+    total = sum(seconds.values())
+    rows = []
+    for kind, sec in seconds.most_common():
+        rate = macs[kind] / sec if macs.get(kind) and sec else None
+        rows.append({'kind': kind, 'nodes': nodes[kind], 'exec': ', '.join(sorted(execs[kind])), 'seconds': sec,
+                     'share': sec / total, 'macs': macs.get(kind), 'macs_per_s': rate,
+                     'peak_fraction': rate / peak_macs if rate else None})
+    return statistics.median(times), rows
+
+
+def format_layer_profile(rows):
+    """Markdown table of :func:`openvino_layer_profile`'s rows."""
+    def maybe(value, fmt):
+        return '' if value is None else format(value, fmt)
+    return markdown_table(
+        ['layers', 'nodes', 'OpenVINO kernels', 'time', 'share', 'GMAC', 'GMAC/s', 'of fp32 peak'],
+        [[r['kind'], r['nodes'], r['exec'], f"{r['seconds'] * 1000:.0f} ms", f"{r['share']:.0%}",
+          maybe(r['macs'] and r['macs'] / 1e9, '.2f'), maybe(r['macs_per_s'] and r['macs_per_s'] / 1e9, '.1f'),
+          maybe(r['peak_fraction'], '.0%')] for r in rows])
 
 
 def format_backend_table(rows):
     """Markdown table of :func:`measure_backends`' rows."""
     return markdown_table(
-        ['case', 'backend', 'median latency', 'vs torch', 'GMAC/s', 'of fp32 peak', 'call peak RSS +MiB',
+        ['case', 'backend', 'median latency', 'vs eager', 'GMAC/s', 'of fp32 peak', 'call peak RSS +MiB',
          'uint8 output MiB', 'max abs diff'],
         [[r['label'], r['backend'], f"{r['seconds'] * 1000:.0f} ms", f"{r['speedup']:.2f}x",
           f"{r['macs_per_s'] / 1e9:.1f}", f"{r['peak_fraction']:.1%}", f"{r['peak_rss'] / 2 ** 20:.0f}",
