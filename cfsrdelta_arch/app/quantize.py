@@ -1,0 +1,140 @@
+"""int8 post-training quantization of a network's ONNX export, measured against fp32 (scripts/bench_int8.py).
+
+onnxruntime's static quantization (QDQ format: per-channel int8 weights, uint8 activations with
+ranges calibrated by MinMax on crops of *training* LR images, never a benchmark set) of the
+convolutions only; the convolutions that read the image and write the output stay fp32, the usual
+first/last-layer exception. OpenVINO runs the QDQ model with int8 kernels. Measured on CFSR x4 this
+loses far more than the 0.02 dB a user option would be allowed (README, "CPU runtimes"), so it
+exists as a measurement, not as a backend setting.
+"""
+import cv2
+import numpy as np
+import onnx
+import torch
+
+from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop
+from cfsrdelta_arch.utils.fileio import atomic_path
+from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
+from .backends import numpy_input
+
+
+def calibration_crops(lr_folder, count=64, size=48, seed=0):
+    """``count`` random ``size``x``size`` crops of the images in ``lr_folder`` (one crop per image,
+    images drawn without replacement), each (1, 3, size, size) float32 RGB in [0, 1].
+
+    Raises:
+        ValueError: the folder holds fewer than ``count`` images, or one is smaller than ``size``.
+    """
+    paths = list_images(lr_folder)
+    if len(paths) < count:
+        raise ValueError(f'{lr_folder}: {len(paths)} image(s), calibration needs {count}')
+    rng = np.random.default_rng(seed)
+    crops = []
+    for path in rng.choice(paths, count, replace=False):
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        h, w = img.shape[:2]
+        if min(h, w) < size:
+            raise ValueError(f'{path}: {w}x{h} is smaller than the {size}-pixel calibration crop')
+        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+        crop = img[top:top + size, left:left + size, ::-1].transpose(2, 0, 1)
+        crops.append(np.ascontiguousarray(crop[None], dtype=np.float32) / 255)
+    return crops
+
+
+def image_facing_convs(model):
+    """Names of the Conv nodes that read the graph's input (after element-wise steps such as the mean
+    subtraction) or feed its output (through element-wise steps or a pixel shuffle): the layers
+    whose quantization error goes straight into the image."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    passthrough = {'Sub', 'Add', 'Mul', 'Div', 'DepthToSpace', 'Clip', 'Identity'}
+
+    def first_convs(name, seen):
+        for node in consumers.get(name, []):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == 'Conv':
+                yield node.name
+            elif node.op_type in passthrough:
+                for out in node.output:
+                    yield from first_convs(out, seen)
+
+    def last_convs(name, seen):
+        node = producers.get(name)
+        if node is None or node.name in seen:
+            return
+        seen.add(node.name)
+        if node.op_type == 'Conv':
+            yield node.name
+        elif node.op_type in passthrough:
+            for inp in node.input:
+                yield from last_convs(inp, seen)
+    names = set()
+    for graph_input in model.graph.input:
+        names.update(first_convs(graph_input.name, set()))
+    for graph_output in model.graph.output:
+        names.update(last_convs(graph_output.name, set()))
+    return sorted(names)
+
+
+def quantize_int8(onnx_path, out_path, crops):
+    """Write the int8 QDQ model of ``onnx_path`` to ``out_path`` (atomically), calibrated on ``crops``
+    (:func:`calibration_crops`); convolutions only, :func:`image_facing_convs` kept in fp32.
+
+    Returns:
+        list[str]: the Conv nodes kept in fp32.
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    model = onnx.load(onnx_path)
+    input_name = model.graph.input[0].name
+    keep_fp32 = image_facing_convs(model)
+
+    class Crops(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(crops)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    with atomic_path(out_path, suffix='.part.onnx') as tmp:
+        quantize_static(onnx_path, tmp, Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=['Conv'],
+                        nodes_to_exclude=keep_fp32)
+    return keep_fp32
+
+
+def openvino_model(path, threads=2):
+    """``fn(lr)``: the ONNX file ``path`` compiled by OpenVINO for the CPU (dynamic shapes, LATENCY hint,
+    ``threads``); LR (1, 3, H, W) float32 numpy -> SR float32 numpy."""
+    import openvino as ov
+    import openvino.properties.hint as hints
+    compiled = ov.Core().compile_model(path, 'CPU', {hints.performance_mode: hints.PerformanceMode.LATENCY,
+                                                     ov.properties.inference_num_threads: threads})
+    request = compiled.create_infer_request()
+
+    def run(lr):
+        request.infer({0: lr})
+        return request.get_output_tensor(0).data.copy()
+    return run
+
+
+def mean_psnr_y(models, hr_images, scale):
+    """{name: mean PSNR-Y (crop ``scale``, BasicSR's metric) of ``models[name]`` (numpy LR -> SR, see
+    :func:`openvino_model`)} over ``hr_images`` (uint8 BGR), each downsampled per the benchmark protocol."""
+    from basicsr.metrics import calculate_psnr
+    scores = {name: [] for name in models}
+    for hr in hr_images:
+        hr = mod_crop(hr, scale)
+        lr = numpy_input(image_to_tensor(bicubic_downsample(hr, scale), bgr=True))
+        for name, model in models.items():
+            sr = tensor_to_image(torch.from_numpy(model(lr)), bgr=True)
+            scores[name].append(calculate_psnr(sr, hr, scale, test_y_channel=True))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
