@@ -41,44 +41,39 @@ def calibration_crops(lr_folder, count=64, size=48, seed=0):
     return crops
 
 
+# Element-wise and layout steps between the image and its nearest convolutions (mean subtraction,
+# pixel shuffle, residual adds).
+PASSTHROUGH_OPS = {'Sub', 'Add', 'Mul', 'Div', 'DepthToSpace', 'Clip', 'Identity'}
+
+
+def nearest_convs(tensors, next_nodes, onward):
+    """Names of the Conv nodes reached from ``tensors`` through :data:`PASSTHROUGH_OPS` only;
+    ``next_nodes(tensor)`` gives the nodes one step away, ``onward(node)`` the tensors to go on from."""
+    found, seen, stack = set(), set(), list(tensors)
+    while stack:
+        for node in next_nodes(stack.pop()):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == 'Conv':
+                found.add(node.name)
+            elif node.op_type in PASSTHROUGH_OPS:
+                stack.extend(onward(node))
+    return found
+
+
 def image_facing_convs(model):
-    """Names of the Conv nodes that read the graph's input (after element-wise steps such as the mean
-    subtraction) or feed its output (through element-wise steps or a pixel shuffle): the layers
-    whose quantization error goes straight into the image."""
+    """Names of the Conv nodes that read the graph's input or feed its output, through element-wise
+    or layout steps only: the layers whose quantization error goes straight into the image."""
     producers = {out: node for node in model.graph.node for out in node.output}
     consumers = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    passthrough = {'Sub', 'Add', 'Mul', 'Div', 'DepthToSpace', 'Clip', 'Identity'}
-
-    def first_convs(name, seen):
-        for node in consumers.get(name, []):
-            if node.name in seen:
-                continue
-            seen.add(node.name)
-            if node.op_type == 'Conv':
-                yield node.name
-            elif node.op_type in passthrough:
-                for out in node.output:
-                    yield from first_convs(out, seen)
-
-    def last_convs(name, seen):
-        node = producers.get(name)
-        if node is None or node.name in seen:
-            return
-        seen.add(node.name)
-        if node.op_type == 'Conv':
-            yield node.name
-        elif node.op_type in passthrough:
-            for inp in node.input:
-                yield from last_convs(inp, seen)
-    names = set()
-    for graph_input in model.graph.input:
-        names.update(first_convs(graph_input.name, set()))
-    for graph_output in model.graph.output:
-        names.update(last_convs(graph_output.name, set()))
-    return sorted(names)
+    first = nearest_convs([i.name for i in model.graph.input], lambda t: consumers.get(t, []), lambda n: n.output)
+    last = nearest_convs([o.name for o in model.graph.output], lambda t: [producers[t]] if t in producers else [],
+                         lambda n: n.input)
+    return sorted(first | last)
 
 
 def quantize_int8(onnx_path, out_path, crops):
