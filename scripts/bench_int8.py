@@ -41,7 +41,12 @@ def main(argv=None):
     net, scale = network_from_option_file(args.opt)
     fp32_path = cached_onnx(net.eval())
     int8_path = os.path.splitext(fp32_path)[0] + f'-int8-{args.crops}crops.onnx'
-    kept = quantize_int8(fp32_path, int8_path, calibration_crops(args.calibration, args.crops))
+    try:
+        crops = calibration_crops(args.calibration, args.crops)
+    except ValueError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    kept = quantize_int8(fp32_path, int8_path, crops)
     print(f'int8 model: {int8_path} (fp32 kept: {", ".join(kept)})', file=sys.stderr)
     models = {'fp32': openvino_model(fp32_path, args.threads), 'int8': openvino_model(int8_path, args.threads)}
     rows = []

@@ -46,7 +46,9 @@ def test_int8_model_quantizes_the_other_convs_and_stays_close(tiny_onnx, tmp_pat
     assert error.max() > 1e-5 and error.mean() < 0.1 * ref.std()  # int8 arithmetic, still the same network
 
 
-def test_too_few_calibration_images_is_one_line(tmp_path):
+def test_too_few_large_enough_calibration_images_is_one_line(tmp_path):
     write_png(str(tmp_path / 'lr' / 'a.png'), smooth_image(40, 52))
-    with pytest.raises(ValueError, match=r'1 image\(s\), calibration needs 4'):
-        calibration_crops(str(tmp_path / 'lr'), count=4)
+    write_png(str(tmp_path / 'lr' / 'b.png'), smooth_image(30, 52))  # too small for 32-pixel crops: not drawn
+    assert len(calibration_crops(str(tmp_path / 'lr'), count=1, size=32)) == 1
+    with pytest.raises(ValueError, match=r'1 image\(s\) of at least 32x32 pixels, calibration needs 2'):
+        calibration_crops(str(tmp_path / 'lr'), count=2, size=32)

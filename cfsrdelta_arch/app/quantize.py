@@ -19,23 +19,23 @@ from .backends import numpy_input
 
 
 def calibration_crops(lr_folder, count=64, size=48, seed=0):
-    """``count`` random ``size``x``size`` crops of the images in ``lr_folder`` (one crop per image,
-    images drawn without replacement), each (1, 3, size, size) float32 RGB in [0, 1].
+    """``count`` random ``size``x``size`` crops of the images in ``lr_folder`` that are at least that
+    large (one crop per image, images drawn without replacement), each (1, 3, size, size) float32
+    RGB in [0, 1].
 
     Raises:
-        ValueError: the folder holds fewer than ``count`` images, or one is smaller than ``size``.
+        ValueError: fewer than ``count`` images of at least ``size`` pixels a side.
     """
-    paths = list_images(lr_folder)
-    if len(paths) < count:
-        raise ValueError(f'{lr_folder}: {len(paths)} image(s), calibration needs {count}')
+    images = [img for img in (cv2.imread(path, cv2.IMREAD_COLOR) for path in list_images(lr_folder))
+              if img is not None and min(img.shape[:2]) >= size]
+    if len(images) < count:
+        raise ValueError(f'{lr_folder}: {len(images)} image(s) of at least {size}x{size} pixels, '
+                         f'calibration needs {count}')
     rng = np.random.default_rng(seed)
     crops = []
-    for path in rng.choice(paths, count, replace=False):
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        h, w = img.shape[:2]
-        if min(h, w) < size:
-            raise ValueError(f'{path}: {w}x{h} is smaller than the {size}-pixel calibration crop')
-        top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+    for index in rng.choice(len(images), count, replace=False):
+        img = images[index]
+        top, left = rng.integers(0, img.shape[0] - size + 1), rng.integers(0, img.shape[1] - size + 1)
         crop = img[top:top + size, left:left + size, ::-1].transpose(2, 0, 1)
         crops.append(np.ascontiguousarray(crop[None], dtype=np.float32) / 255)
     return crops
