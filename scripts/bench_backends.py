@@ -5,12 +5,14 @@ Cases: a 320x180 LR frame (1280x720 output) as a whole image, and unless --skip-
 (compiled models cached: app/backends.py); after one warm-up call per backend (compilation), the
 backends are timed in --repeats interleaved rounds in this one process, --threads threads each.
 Every case also runs the network as it is (NCHW, torch.no_grad, no uint8 conversions): the "eager"
-reference of the speed-ups and differences. The process uses the CLI's allocator settings
-(utils/allocator.py), as cfsrdelta-infer does. Columns: median latency, speed-up vs eager, effective multiply-adds per second (conv MACs of the
-whole-image network, utils/flops.py; the 4K MACs are the 720p count x9, convs scale with the pixels;
-tile overlap is not counted), that rate as a fraction of this machine's fp32 peak (a 4096^2 torch
-matmul in the same run), peak RSS increase during the first full-size call (tiled cases: after a
-one-window warm-up, so it is what the image itself costs), max abs difference to eager.
+reference of the speed-ups and differences. The processes use the CLI's allocator settings
+(utils/allocator.py), as cfsrdelta-infer does, unless --glibc-malloc. Columns: median latency,
+speed-up vs eager, effective multiply-adds per second (conv MACs of the whole-image network,
+utils/flops.py; the 4K MACs are the 720p count x9, convs scale with the pixels; tile overlap is
+not counted), that rate as a fraction of this machine's fp32 peak (a 4096^2 torch
+matmul in the same run), the peak RSS increase of the first full-size call in a fresh process
+(tiled cases: after a one-window warm-up, so it is what the image itself costs), max abs difference
+to eager.
 
 Run on an otherwise idle machine for numbers to report:
   python scripts/bench_backends.py --repeats 9
@@ -42,10 +44,13 @@ def main(argv=None):
     p.add_argument('--threads', type=int, default=2, help='threads of every runtime (default 2)')
     p.add_argument('--tile', type=int, default=256, help='LR tile size of the 4K case (default 256)')
     p.add_argument('--skip-4k', action='store_true', help='only the 1280x720 case')
+    p.add_argument('--glibc-malloc', action='store_true',
+                   help="keep glibc's default allocator settings instead of the CLI's (utils/allocator.py)")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.threads < 1 or args.tile < 1:
         p.error('--repeats, --threads and --tile must be >= 1')
-    keep_freed_memory_for_reuse()
+    if not args.glibc_malloc:
+        keep_freed_memory_for_reuse()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     frames = [('1280x720', torch.rand(1, 3, *FRAME_720P, generator=gen), None)]
@@ -62,7 +67,8 @@ def main(argv=None):
     print(f'{args.threads} thread(s), median of {args.repeats} interleaved rounds; fp32 peak (4096^2 matmul): '
           f'{peak / 1e9:.1f} GMAC/s', flush=True)
     rows = measure_backends(cases, args.backends, args.repeats, args.threads, peak,
-                            progress=lambda line: print(line, file=sys.stderr, flush=True))
+                            progress=lambda line: print(line, file=sys.stderr, flush=True),
+                            keep_freed_memory=not args.glibc_malloc)
     print(format_backend_table(rows))
     return 0
 

@@ -8,7 +8,9 @@ for the deltas), with the backbone computed once per input and handed to each de
 ``val.self_ensemble: true`` gives. Metrics: BasicSR's calculate_psnr/ssim on Y, crop_border = scale.
 """
 import collections
+import concurrent.futures
 import functools
+import multiprocessing
 import os
 import statistics
 import sys
@@ -21,6 +23,7 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from torch import nn
 
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop
+from cfsrdelta_arch.utils.allocator import keep_freed_memory_for_reuse
 from cfsrdelta_arch.utils.flops import count_conv_macs
 from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, self_ensemble, super_resolve
@@ -184,7 +187,41 @@ def peak_rss_during(fn, *args, interval=0.001):
 EAGER = 'eager (reference)'
 
 
-def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=None, progress=None):
+def eager_call(net, scale, tile):
+    """``fn(x)``: ``net`` called as it is (NCHW, ``torch.no_grad``) through ``tile``-sized tiling;
+    ``x`` a uint8 image (H, W, 3) as the engines get it, or a float LR tensor."""
+    @torch.no_grad()
+    def call(x):
+        x = image_to_tensor(x) if isinstance(x, np.ndarray) else x
+        return super_resolve(net.eval(), x, scale, tile_size=tile)
+    return call
+
+
+def backend_call(net, scale, backend, tile, threads):
+    """``SREngine.enhance`` of ``backend`` on an RGB image as cfsrdelta-infer runs it, or the
+    :func:`eager_call` for :data:`EAGER`; also returns the engine (None for eager)."""
+    if backend == EAGER:
+        return eager_call(net, scale, tile), None
+    engine = SREngine(net, scale, device='cpu', tile_size=tile, backend=backend, threads=threads)
+    return functools.partial(engine.enhance, channel_order='rgb'), engine
+
+
+def fresh_process_call_memory(net, scale, backend, image, tile, threads, keep_freed_memory):
+    """Run in a new process (:func:`measure_backends`): the peak RSS during the first full-size call
+    on ``image`` above the RSS after a warm-up call on one tile window (tiled) or on the image itself
+    (whole images compile per size), so that no memory freed by earlier work is reused."""
+    if keep_freed_memory:
+        keep_freed_memory_for_reuse()
+    torch.set_num_threads(threads)
+    call, _ = backend_call(net, scale, backend, tile, threads)
+    window = tile + 2 * DEFAULT_TILE_OVERLAP if tile else max(image.shape)
+    call(image[:window, :window])
+    before = rss_bytes()
+    return peak_rss_during(call, image)[0] - before
+
+
+def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=None, progress=None,
+                     keep_freed_memory=True):
     """Latency, throughput, memory and accuracy of each backend on each case (the backend table),
     against plain PyTorch eager.
 
@@ -197,14 +234,15 @@ def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=N
         threads (int): threads of every runtime (torch's set process-wide here).
         peak_macs (float | None): the machine's MACs/s; None measures it (:func:`matmul_macs_per_second`).
         progress (callable | None): called with a one-line status before each case.
+        keep_freed_memory (bool): the memory-measuring processes use the CLI's allocator settings
+            (utils/allocator.py); the caller sets this process's own.
 
     Returns:
         list[dict]: per case, :data:`EAGER` first, then each backend: label, backend, seconds (median),
-        speedup (eager's median / this one), macs_per_s, peak_fraction, peak_rss (bytes: the peak RSS
-        during the first full-size call above the RSS just before it, after a warm-up call on one
-        tile window for tiled cases, on the same size otherwise: what a call allocates on top of the
-        loaded backend), output_bytes (the uint8 output's size), max_diff (max |output - eager output|
-        of the float outputs, clamped).
+        speedup (eager's median / this one), macs_per_s, peak_fraction, peak_rss (bytes, from
+        :func:`fresh_process_call_memory`: what one image costs on top of the loaded, warm backend),
+        output_bytes (the uint8 output's size), max_diff (max |output - eager output| of the float
+        outputs, clamped).
 
     Timed calls are ``SREngine.enhance`` on the uint8 image of ``lr``, as cfsrdelta-infer runs them;
     the reference is the network called as it is (NCHW, ``torch.no_grad``) through the same tiling
@@ -212,33 +250,29 @@ def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=N
     """
     torch.set_num_threads(threads)
     peak_macs = peak_macs or matmul_macs_per_second()
+    spawn = multiprocessing.get_context('spawn')
     rows = []
     for label, net, scale, lr, tile, macs in cases:
+        image = tensor_to_image(lr)  # uint8 (H, W, 3) RGB, what cfsrdelta-infer hands the engine
+        names = [EAGER, *backends]
+        memory = {}
+        for name in names:
+            if progress:
+                progress(f'{label}: memory of {name} (a fresh process)')
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                memory[name] = pool.submit(fresh_process_call_memory, net, scale, name, image, tile, threads,
+                                           keep_freed_memory).result()
         if progress:
             progress(f'{label}: loading {", ".join(backends)}')
-        image = tensor_to_image(lr)  # uint8 (H, W, 3) RGB, what cfsrdelta-infer hands the engine
-        warm_image = image[:tile + 2 * DEFAULT_TILE_OVERLAP, :tile + 2 * DEFAULT_TILE_OVERLAP] if tile else image
-
-        @torch.no_grad()
-        def eager(x, net=net, scale=scale, tile=tile):
-            """The network as it is; ``x`` a uint8 image (as the engines get) or the float LR."""
-            x = image_to_tensor(x) if isinstance(x, np.ndarray) else x
-            return super_resolve(net.eval(), x, scale, tile_size=tile)
-        calls, float_outputs = {EAGER: eager}, {EAGER: lambda: eager(lr).clamp(0, 1)}
-        for name in backends:
-            engine = SREngine(net, scale, device='cpu', tile_size=tile, backend=name, threads=threads)
-            calls[name] = functools.partial(engine.enhance, channel_order='rgb')
-            float_outputs[name] = functools.partial(engine.sr_tensor, lr)
-        outputs, memory = {}, {}
-        for name, call in calls.items():
-            call(warm_image)  # compiles (or loads the cache) and allocates one tile's buffers
-            before = rss_bytes()
-            memory[name] = peak_rss_during(call, image)[0] - before
-            outputs[name] = float_outputs[name]()
+        calls, outputs = {}, {}
+        for name in names:
+            calls[name], engine = backend_call(net, scale, name, tile, threads)
+            out = calls[name](lr) if engine is None else engine.sr_tensor(lr)  # warm-up; float output
+            outputs[name] = out.clamp(0, 1)
         if progress:
             progress(f'{label}: {repeats} interleaved rounds')
         seconds = interleaved_median_seconds(calls, image, repeats)
-        for name in calls:
+        for name in names:
             rows.append({'label': label, 'backend': name, 'seconds': seconds[name],
                          'speedup': seconds[EAGER] / seconds[name], 'macs_per_s': macs / seconds[name],
                          'peak_fraction': macs / seconds[name] / peak_macs, 'peak_rss': memory[name],
@@ -336,7 +370,7 @@ def format_layer_profile(rows):
 def format_backend_table(rows):
     """Markdown table of :func:`measure_backends`' rows."""
     return markdown_table(
-        ['case', 'backend', 'median latency', 'vs eager', 'GMAC/s', 'of fp32 peak', 'call peak RSS +MiB',
+        ['case', 'backend', 'median latency', 'vs eager', 'GMAC/s', 'of fp32 peak', 'image peak RSS +MiB',
          'uint8 output MiB', 'max abs diff'],
         [[r['label'], r['backend'], f"{r['seconds'] * 1000:.0f} ms", f"{r['speedup']:.2f}x",
           f"{r['macs_per_s'] / 1e9:.1f}", f"{r['peak_fraction']:.1%}", f"{r['peak_rss'] / 2 ** 20:.0f}",
