@@ -168,3 +168,20 @@ def test_measure_backends_table(tmp_path, monkeypatch):
     assert all(r['macs_per_s'] == pytest.approx(1e6 / r['seconds']) and
                r['peak_fraction'] == pytest.approx(r['macs_per_s'] / 1e9) for r in rows)
     assert len(format_backend_table(rows).splitlines()) == 2 + len(rows)
+
+
+def test_openvino_layer_profile_splits_the_time_and_the_macs_by_layer_kind(tmp_path, monkeypatch):
+    """scripts/profile_openvino.py on a tiny CFSR: the three conv kinds carry all the conv MACs, the
+    shares add up to 1, and rates follow from the MACs and the times."""
+    from cfsrdelta_arch.app.benchmark import openvino_layer_profile
+    from cfsrdelta_arch.utils.flops import count_conv_macs
+    monkeypatch.setenv(backends.CACHE_ENV, str(tmp_path / 'cache'))
+    _, pth = write_tiny_model(str(tmp_path))
+    net = load_inference_network(TINY_CFSR, pth)
+    lr = torch.rand(1, 3, 20, 24)
+    seconds, rows = openvino_layer_profile(net, lr, threads=1, repeats=1, peak_macs=1e9)
+    by_kind = {r['kind']: r for r in rows}
+    assert seconds > 0 and {'1x1', 'depthwise', 'dense'} <= set(by_kind)
+    assert sum(by_kind[k]['macs'] for k in ('1x1', 'depthwise', 'dense')) == count_conv_macs(net, lr)
+    assert sum(r['share'] for r in rows) == pytest.approx(1)
+    assert all(r['macs_per_s'] == pytest.approx(r['macs'] / r['seconds']) for r in rows if r['macs'])

@@ -24,7 +24,7 @@ from torch import nn
 
 from cfsrdelta_arch.data.lr_generation import bicubic_downsample, mod_crop
 from cfsrdelta_arch.utils.allocator import keep_freed_memory_for_reuse
-from cfsrdelta_arch.utils.flops import count_conv_macs
+from cfsrdelta_arch.utils.flops import conv_macs_per_layer, count_conv_macs
 from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, self_ensemble, super_resolve
 from cfsrdelta_arch.utils.tables import markdown_table
@@ -291,17 +291,9 @@ def conv_kind(conv):
 def conv_macs_by_kind(net, lr):
     """{conv kind: MACs of ``net``'s ``nn.Conv2d`` layers of that kind on ``lr``} (see :func:`conv_kind`)."""
     totals = collections.Counter()
-
-    def hook(module, _inp, out):
-        kh, kw = module.kernel_size
-        totals[conv_kind(module)] += out.numel() // out.shape[0] * (module.in_channels // module.groups) * kh * kw
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            net(lr)
-    finally:
-        for handle in handles:
-            handle.remove()
+    for module, macs in conv_macs_per_layer(net, lr):
+        if isinstance(module, nn.Conv2d):
+            totals[conv_kind(module)] += macs
     return totals
 
 

@@ -10,17 +10,17 @@ import torch
 from torch import nn
 
 
-def count_conv_macs(net, *inputs):
-    """Run ``net(*inputs)`` once without grad and return the total Conv2d MACs (int)."""
-    total = 0
+def conv_macs_per_layer(net, *inputs):
+    """Run ``net(*inputs)`` once without grad; [(module, MACs)] for every Conv2d call and every call of
+    a module reporting its own fixed convolutions (``conv_macs(out)``), in call order."""
+    layers = []
 
     def hook(module, _inp, out):
-        nonlocal total
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
-            total += out.numel() // out.shape[0] * (module.in_channels // module.groups) * kh * kw
+            layers.append((module, out.numel() // out.shape[0] * (module.in_channels // module.groups) * kh * kw))
         else:
-            total += module.conv_macs(out)
+            layers.append((module, module.conv_macs(out)))
 
     handles = [m.register_forward_hook(hook) for m in net.modules()
                if isinstance(m, nn.Conv2d) or hasattr(m, 'conv_macs')]
@@ -30,4 +30,9 @@ def count_conv_macs(net, *inputs):
     finally:
         for h in handles:
             h.remove()
-    return total
+    return layers
+
+
+def count_conv_macs(net, *inputs):
+    """Run ``net(*inputs)`` once without grad and return the total Conv2d MACs (int)."""
+    return sum(macs for _, macs in conv_macs_per_layer(net, *inputs))
