@@ -11,15 +11,12 @@ import argparse
 import os
 import sys
 
-import cv2
-import numpy as np
 import torch
 
 from cfsrdelta_arch.app.backends import cached_onnx
-from cfsrdelta_arch.app.benchmark import interleaved_median_seconds
 from cfsrdelta_arch.app.engine import network_from_option_file
-from cfsrdelta_arch.app.quantize import calibration_crops, mean_psnr_y, openvino_model, quantize_int8
-from cfsrdelta_arch.data.lr_generation import list_images
+from cfsrdelta_arch.app.quantize import calibration_crops, int8_comparison_rows, quantize_int8
+from cfsrdelta_arch.data.lr_generation import list_images, read_image_color
 from cfsrdelta_arch.utils.tables import markdown_table
 
 
@@ -48,18 +45,10 @@ def main(argv=None):
         return 1
     kept = quantize_int8(fp32_path, int8_path, crops)
     print(f'int8 model: {int8_path} (fp32 kept: {", ".join(kept)})', file=sys.stderr)
-    models = {'fp32': openvino_model(fp32_path, args.threads), 'int8': openvino_model(int8_path, args.threads)}
-    rows = []
-    for name in args.sets:
-        hr = [cv2.imread(path, cv2.IMREAD_COLOR) for path in list_images(os.path.join(args.benchmark, name, 'HR'))]
-        psnr = mean_psnr_y(models, hr, scale)
-        rows.append([f'{name} x{scale} PSNR-Y', f"{psnr['fp32']:.4f} dB", f"{psnr['int8']:.4f} dB",
-                     f"{psnr['int8'] - psnr['fp32']:+.4f} dB"])
-        print(f'{name}: done', file=sys.stderr, flush=True)
-    lr = np.random.default_rng(0).random((1, 3, 180, 320), dtype=np.float32)
-    seconds = interleaved_median_seconds(models, lr, args.repeats)
-    rows.append(['latency 320x180 -> 1280x720 (OpenVINO)', f"{seconds['fp32'] * 1000:.0f} ms",
-                 f"{seconds['int8'] * 1000:.0f} ms", f"{seconds['fp32'] / seconds['int8']:.2f}x faster"])
+    benchmark_sets = {name: [read_image_color(path) for path in list_images(os.path.join(args.benchmark, name, 'HR'))]
+                      for name in args.sets}
+    rows = int8_comparison_rows(fp32_path, int8_path, benchmark_sets, scale, args.repeats, args.threads,
+                                progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(markdown_table(['measure', 'fp32', 'int8', 'change'], rows))
     return 0
 

@@ -63,14 +63,20 @@ def method_outputs(backbone, deltas, lr):
     return torch.cat([base] + [delta(lr, base=base) for delta in deltas.values()])
 
 
+def protocol_pair(hr, scale):
+    """(HR mod-cropped to ``scale``, its LR (1, 3, H, W) RGB float tensor) per the benchmark protocol, for
+    a uint8 BGR HR image."""
+    hr = mod_crop(hr, scale)
+    return hr, image_to_tensor(bicubic_downsample(hr, scale), bgr=True)
+
+
 @torch.inference_mode()
 def evaluate_image(hr, scale, backbone, deltas, ensemble=True):
     """PSNR/SSIM of every method on one uint8 BGR HR image.
 
     Returns {(method, 'single'|'x8'): (psnr, ssim)}; method is 'CFSR' or a refiner name.
     """
-    hr = mod_crop(hr, scale)
-    lr = image_to_tensor(bicubic_downsample(hr, scale), bgr=True)
+    hr, lr = protocol_pair(hr, scale)
     run = functools.partial(method_outputs, backbone, deltas)
     outputs = [('single', run(lr))] + ([('x8', self_ensemble(run, lr))] if ensemble else [])
     result = {}

@@ -11,11 +11,13 @@ import cv2
 import numpy as np
 import onnx
 import torch
+from basicsr.metrics import calculate_psnr
 
-from cfsrdelta_arch.data.lr_generation import bicubic_downsample, list_images, mod_crop
+from cfsrdelta_arch.data.lr_generation import list_images
 from cfsrdelta_arch.utils.fileio import atomic_path
-from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
+from cfsrdelta_arch.utils.image_io import tensor_to_image
 from .backends import numpy_input
+from .benchmark import interleaved_median_seconds, protocol_pair
 
 
 def calibration_crops(lr_folder, count=64, size=48, seed=0):
@@ -124,12 +126,30 @@ def openvino_model(path, threads=2):
 def mean_psnr_y(models, hr_images, scale):
     """{name: mean PSNR-Y (crop ``scale``, BasicSR's metric) of ``models[name]`` (numpy LR -> SR, see
     :func:`openvino_model`)} over ``hr_images`` (uint8 BGR), each downsampled per the benchmark protocol."""
-    from basicsr.metrics import calculate_psnr
     scores = {name: [] for name in models}
     for hr in hr_images:
-        hr = mod_crop(hr, scale)
-        lr = numpy_input(image_to_tensor(bicubic_downsample(hr, scale), bgr=True))
+        hr, lr = protocol_pair(hr, scale)
+        lr = numpy_input(lr)
         for name, model in models.items():
             sr = tensor_to_image(torch.from_numpy(model(lr)), bgr=True)
             scores[name].append(calculate_psnr(sr, hr, scale, test_y_channel=True))
     return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def int8_comparison_rows(fp32_path, int8_path, benchmark_sets, scale, repeats=9, threads=2, progress=None):
+    """Rows [measure, fp32, int8, change] of scripts/bench_int8.py: mean PSNR-Y of both models (OpenVINO)
+    on each of ``benchmark_sets`` ({name: [uint8 BGR HR images]}), then their latency on a 320x180 LR
+    (median of ``repeats`` interleaved runs)."""
+    models = {'fp32': openvino_model(fp32_path, threads), 'int8': openvino_model(int8_path, threads)}
+    rows = []
+    for name, images in benchmark_sets.items():
+        psnr = mean_psnr_y(models, images, scale)
+        rows.append([f'{name} x{scale} PSNR-Y', f"{psnr['fp32']:.4f} dB", f"{psnr['int8']:.4f} dB",
+                     f"{psnr['int8'] - psnr['fp32']:+.4f} dB"])
+        if progress:
+            progress(f'{name}: done')
+    lr = np.random.default_rng(0).random((1, 3, 180, 320), dtype=np.float32)
+    seconds = interleaved_median_seconds(models, lr, repeats)
+    rows.append([f'latency 320x180 -> {320 * scale}x{180 * scale} (OpenVINO)', f"{seconds['fp32'] * 1000:.0f} ms",
+                 f"{seconds['int8'] * 1000:.0f} ms", f"{seconds['fp32'] / seconds['int8']:.2f}x faster"])
+    return rows
