@@ -3,9 +3,8 @@
 Tests needing ../shared skip locally with a reason, but fail when CI is set.
 """
 import os
-import subprocess
-import sys
 
+import forked_python
 import numpy as np
 import pytest
 import torch
@@ -111,10 +110,10 @@ def checkout_env():
 
 
 def run_script(name, *args, cwd=None):
-    """Run ``python scripts/<name>.py <args>`` as a user would (this checkout importable); returns the
+    """Run ``python scripts/<name>.py <args>`` as a user would (this checkout importable), in a process
+    forked from a server that imported the package (tests/forked_python.py); returns the
     CompletedProcess with text stdout/stderr."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', f'{name}.py'), *map(str, args)],
-                          cwd=cwd or ROOT, env=checkout_env(), capture_output=True, text=True, timeout=600)
+    return forked_python.run([os.path.join(ROOT, 'scripts', f'{name}.py'), *args], cwd or ROOT, checkout_env())
 
 
 def read_tree(folder):

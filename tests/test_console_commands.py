@@ -8,10 +8,11 @@ setup.py's entry points.
 import ast
 import importlib
 import os
-import subprocess
+import shutil
 import sys
 
 import cv2
+import forked_python
 import pytest
 import torch
 import yaml
@@ -34,9 +35,9 @@ def console_scripts():
 
 
 def command(name, *args):
-    """argv running console script ``name`` as the generated wrapper does."""
+    """``python`` arguments running console script ``name`` as the generated wrapper does."""
     module, function = console_scripts()[name].split(':')
-    return [sys.executable, '-c', f'import sys; from {module} import {function}; sys.exit({function}())', *args]
+    return ['-c', f'import sys; from {module} import {function}; sys.exit({function}())', *args]
 
 
 def options(name, data, weights, train):
@@ -74,15 +75,16 @@ def runs(tmp_path_factory):
         work.mkdir(parents=True)
         opt_path = base / cmd / 'opt.yml'
         opt_path.write_text(yaml.safe_dump(options(name, data, weights, cmd.endswith('train'))))
-        jobs[cmd] = (work, subprocess.Popen(command(cmd, '-opt', str(opt_path)), cwd=work, env=checkout_env(),
-                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = {cmd: (work, name, weights, data, proc.communicate(timeout=300)[0], proc.returncode)
-               for cmd, (work, proc) in jobs.items()}
+        jobs[cmd] = (work, forked_python.ForkedCommand(command(cmd, '-opt', opt_path), work, checkout_env()))
+    outputs = {}
+    for cmd, (work, proc) in jobs.items():
+        done = proc.wait(300)
+        outputs[cmd] = (work, name, weights, data, done.stdout + done.stderr, done.returncode)
     yield outputs
     for top in ('experiments', 'results', 'tb_logger'):  # only there if the root were wrong
         path = os.path.join(ROOT, top, name)
         if os.path.isdir(path):
-            subprocess.run(['rm', '-rf', path], check=True)
+            shutil.rmtree(path)
 
 
 def test_entry_points_are_declared():

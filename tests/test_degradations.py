@@ -1,10 +1,9 @@
 """Degraded test sets (docs/degradation_protocol.md), their paired dataset and the on-the-fly training data."""
 import json
 import os
-import subprocess
-import sys
 
 import cv2
+import forked_python
 import numpy as np
 import pytest
 import scipy.io
@@ -166,15 +165,15 @@ def test_onthefly_samples_are_deterministic(hr_folder):
     assert all(not torch.equal(kernels[0], k) for k in kernels[1:])
     other_seed = DegradedOnTheFlyDataset(onthefly_options(hr_folder, seed=4))
     assert not torch.equal(other_seed[0]['kernel'], kernels[0])
-    # Worker processes do not change the data. Checked in a fresh interpreter: forking this pytest
-    # process (every runtime the suite loaded, with their threads) for DataLoader workers made pytest
-    # die of a SIGSEGV in a later test of the full suite.
+    # Worker processes do not change the data. Checked in a process of its own (tests/forked_python.py):
+    # forking this pytest process (every runtime the suite loaded, with their threads) for DataLoader
+    # workers made pytest die of a SIGSEGV in a later test of the full suite.
     code = (f'import json, torch, cfsrdelta_arch\n'
             f'from cfsrdelta_arch.data.degraded_onthefly_dataset import DegradedOnTheFlyDataset\n'
             f'ds = DegradedOnTheFlyDataset({onthefly_options(hr_folder)!r})\n'
             f'batches = list(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2))\n'
             f'print(json.dumps([b["lq"].tolist() for b in batches] + [list(batches[0]["kernel"].shape)]))')
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    proc = forked_python.run(['-c', code], os.getcwd(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     *batches, kernel_shape = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = torch.stack([dataset[i]['lq'] for i in range(8)])

@@ -3,18 +3,13 @@ real files: every fault is one error line and exit status 1 before any image is 
 partial is left behind, Ctrl-C keeps only whole images, gray+alpha stays gray+alpha, and with
 --tile the peak memory grows with the uint8 output, not with float copies of it.
 
-Starting Python and importing torch and BasicSR takes 5 to 10 s of CPU per process on the 2-core
-test machine, so most cases run in processes forked from a server that has imported the package
-once (multiprocessing's forkserver): each runs the module or script as ``__main__`` with its own
-argv, working folder, stdout/stderr files, exit status and signals, as ``python -m`` does after
-start-up. The memory test starts real ``python -m cfsrdelta_arch.app.cli`` processes (a forked
-process shares its parent's pages, which blurs its peak RSS).
+Most cases run in processes forked from a server that has imported the package once
+(tests/forked_python.py). The memory test starts real ``python -m cfsrdelta_arch.app.cli`` processes
+(a forked process shares its parent's pages, which blurs its peak RSS).
 """
 import json
-import multiprocessing
 import os
 import re
-import runpy
 import signal
 import subprocess
 import sys
@@ -22,6 +17,7 @@ import tempfile
 import time
 
 import cv2
+import forked_python
 import numpy as np
 import pytest
 import torch
@@ -33,49 +29,18 @@ CLI = ('-m', 'cfsrdelta_arch.app.cli')
 EXPORT = (os.path.join(ROOT, 'scripts', 'export_model.py'),)
 # The real processes import this checkout's package, whatever is installed.
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
-FORKSERVER = multiprocessing.get_context('forkserver')
-FORKSERVER.set_forkserver_preload(['cfsrdelta_arch', __name__])
 
 
-def run_as_main(command, cwd, log):
-    """Body of a forked process: run ``command`` (``('-m', module, *args)`` or ``(script, *args)``)
-    as ``python`` would after start-up, in ``cwd``, with stdout to ``log + '.out'`` and stderr to
-    ``log + '.err'``; the command's ``sys.exit`` status becomes the process's exit status."""
-    os.chdir(cwd)
-    # A terminal's Ctrl-C: a suite started in the background (``cmd &`` in a script) inherits SIGINT
-    # ignored, which Python then keeps ignoring; the commands must see it as a user's interrupt.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for fd, suffix in ((1, '.out'), (2, '.err')):
-        os.dup2(os.open(log + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-    if command[0] == '-m':
-        sys.argv = list(command[1:])
-        sys.modules.pop(command[1], None)  # imported by this test module; python -m starts without it
-        runpy.run_module(command[1], run_name='__main__', alter_sys=True)
-    else:
-        sys.argv = list(command)
-        runpy.run_path(command[0], run_name='__main__')
-
-
-def start(command, cwd, log):
-    """Start ``command`` (see :func:`run_as_main`) in a forked process; returns the process."""
-    proc = FORKSERVER.Process(target=run_as_main, args=(tuple(map(str, command)), str(cwd), str(log)))
-    proc.start()
-    return proc
-
-
-def run(command, cwd, log, timeout=120):
+def run(command, cwd):
     """(exit status, stderr) of ``command`` run to its end in a forked process."""
-    proc = start(command, cwd, log)
-    proc.join(timeout)
-    assert proc.exitcode is not None, f'{command} did not end within {timeout} s'
-    with open(f'{log}.err') as f:
-        return proc.exitcode, f.read()
+    done = forked_python.run(command, cwd, timeout=120)
+    return done.returncode, done.stderr
 
 
 @pytest.fixture
 def work(tmp_path):
     """A folder with a tiny CFSR x2 (tiny.yml, tiny.pth), two input images (in/), broken checkpoints
-    and option files, and a plain file; the commands run inside it, their logs go beside it."""
+    and option files, and a plain file; the commands run inside it."""
     work = tmp_path / 'work'
     work.mkdir()
     write_tiny_model(str(work))
@@ -133,7 +98,7 @@ def assert_one_line_error(status, err, needles):
 def test_cli_fault_is_one_line_and_writes_nothing(work, case):
     args, needles = FAULTS[case]
     before = read_tree(work)
-    status, err = run(CLI + ('-i', 'in') + args, work, work.parent / 'log')
+    status, err = run(CLI + ('-i', 'in') + args, work)
     assert_one_line_error(status, err, needles)
     assert read_tree(work) == before  # no output folder, no partial file, the plain file untouched
 
@@ -149,7 +114,7 @@ def test_cli_output_folder_not_writable(work):
         os.close(fd)
         os.remove(probe)
         pytest.skip('/sys accepts new files on this machine; no unwritable folder to test with')
-    status, err = run(CLI + ('-i', 'in', '-o', target, *NETWORK), work, work.parent / 'log')
+    status, err = run(CLI + ('-i', 'in', '-o', target, *NETWORK), work)
     assert_one_line_error(status, err, [f'-o {target}', 'cannot create files in /sys'])
     assert not os.path.exists(target)
 
@@ -157,14 +122,13 @@ def test_cli_output_folder_not_writable(work):
 def test_export_faults(work):
     (work / 'folder.pth').mkdir()
     before = read_tree(work)
-    log = work.parent / 'log'
-    status, err = run(EXPORT + (*NETWORK, '--pth', 'folder.pth'), work, log)
+    status, err = run(EXPORT + (*NETWORK, '--pth', 'folder.pth'), work)
     assert_one_line_error(status, err, ['--pth folder.pth', 'is a folder'])
-    status, err = run(EXPORT + (*NETWORK, '--onnx', 'afile/tiny.onnx'), work, log)
+    status, err = run(EXPORT + (*NETWORK, '--onnx', 'afile/tiny.onnx'), work)
     assert_one_line_error(status, err, ['--onnx afile/tiny.onnx', 'is a file'])
-    status, err = run(EXPORT + ('--opt', 'typo.yml', '--weights', 'tiny.pth', '--pth', 'out.pth'), work, log)
+    status, err = run(EXPORT + ('--opt', 'typo.yml', '--weights', 'tiny.pth', '--pth', 'out.pth'), work)
     assert_one_line_error(status, err, ["did you mean 'CFSR'?"])
-    status, err = run(EXPORT + ('--opt', 'tiny.yml', '--weights', 'truncated.pth', '--pth', 'out.pth'), work, log)
+    status, err = run(EXPORT + ('--opt', 'tiny.yml', '--weights', 'truncated.pth', '--pth', 'out.pth'), work)
     assert_one_line_error(status, err, ['truncated.pth'])
     assert read_tree(work) == before
 
@@ -177,16 +141,15 @@ def test_ctrl_c_keeps_only_whole_images(work):
     for i in range(count):
         cv2.imwrite(str(work / 'many' / f'img{i:02d}.png'), smooth_image(96, 96, seed=i))
     out = work / 'out'
-    log = work.parent / 'log'
-    proc = start(CLI + ('-i', 'many', '-o', 'out', *NETWORK, '--self-ensemble'), work, log)
+    proc = forked_python.ForkedCommand(CLI + ('-i', 'many', '-o', 'out', *NETWORK, '--self-ensemble'), work)
     deadline = time.monotonic() + 120
     while not (out.is_dir() and any(re.fullmatch(r'img\d\d\.png', name) for name in os.listdir(out))):
-        assert proc.is_alive() and time.monotonic() < deadline, 'no image was written'
+        assert proc.poll() is None and time.monotonic() < deadline, 'no image was written'
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGINT)
-    proc.join(60)
-    err = open(f'{log}.err').read()
-    assert proc.exitcode == 130 and 'Traceback' not in err, err
+    done = proc.wait(60)
+    err = done.stderr
+    assert done.returncode == 130 and 'Traceback' not in err, err
     match = re.fullmatch(r'interrupted: (\d+) of (\d+) written', err.strip().splitlines()[-1])
     assert match, err
     written, total = int(match[1]), int(match[2])
@@ -225,9 +188,9 @@ def test_gray_alpha_keeps_its_layout(work):
     Image.fromarray(np.dstack([gray, alpha])).save(work / 'ga.png')
     assert png_color_type(work / 'ga.png') == 4
     cv2.imwrite(str(work / 'gray.png'), gray)
-    status, err = run(CLI + ('-i', 'ga.png', '-o', 'out', *NETWORK), work, work.parent / 'log')
+    status, err = run(CLI + ('-i', 'ga.png', '-o', 'out', *NETWORK), work)
     assert status == 0, err
-    status, err = run(CLI + ('-i', 'gray.png', '-o', 'out', *NETWORK), work, work.parent / 'log')
+    status, err = run(CLI + ('-i', 'gray.png', '-o', 'out', *NETWORK), work)
     assert status == 0, err
     assert png_color_type(work / 'out' / 'ga.png') == 4  # gray + alpha, not RGBA
     out = read_image(str(work / 'out' / 'ga.png'))

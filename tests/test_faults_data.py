@@ -1,5 +1,5 @@
 """Failure cases of the data scripts, run as a user runs them: ``python scripts/<x>.py ...`` in a
-subprocess on small generated images, the outcome asserted by listing and comparing files.
+process of its own (tests/forked_python.py) on small generated images, the outcome asserted by listing and comparing files.
 
 - a re-run into an existing output is refused (output byte-identical) or, with --overwrite,
   rebuilds it completely: no file of the earlier run survives, no image is in both splits;
@@ -12,10 +12,9 @@ Setup (first builds, expected values) runs in this process through the data-laye
 import glob
 import os
 import signal
-import subprocess
-import sys
 import time
 
+import forked_python
 import numpy as np
 import yaml
 from conftest import (ROOT, assert_cache_matches, cache_options, checkout_env, read_tree, run_script, smooth_image,
@@ -58,7 +57,7 @@ def kill_when(proc, ready, timeout=300):
     """SIGKILL ``proc`` as soon as ``ready()`` holds; fails if it ended or timed out before."""
     deadline = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None, f'the run ended (status {proc.returncode}) before it could be interrupted'
+        assert proc.poll() is None, f'the run ended (status {proc.poll()}) before it could be interrupted'
         assert time.monotonic() < deadline, 'the run never got going'
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
@@ -67,9 +66,9 @@ def kill_when(proc, ready, timeout=300):
 
 def start_slowed(name, *args, delay=0.05):
     """Start ``python scripts/<name>.py <args>`` with its image writes slowed down (SLOW_WRITES)."""
-    return subprocess.Popen([sys.executable, '-c', SLOW_WRITES.format(delay=delay),
-                             os.path.join(ROOT, 'scripts', f'{name}.py'), *map(str, args)],
-                            env=checkout_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return forked_python.ForkedCommand(['-c', SLOW_WRITES.format(delay=delay),
+                                        os.path.join(ROOT, 'scripts', f'{name}.py'), *args],
+                                       os.getcwd(), checkout_env())
 
 
 def staging_files(out):

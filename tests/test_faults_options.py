@@ -2,10 +2,10 @@
 
 The failures are run as a user meets them (``python cfsrdelta_arch/test.py -opt bad.yml``,
 ``python cfsrdelta_arch/train.py -opt bad.yml``, a foreign project's ``python -c ...``,
-``python scripts/make_benchmark_lr.py``), in subprocesses on files in a temporary folder: exit status
-non-zero, the last line of stderr is the only ``error:`` line and names the file or key, no traceback.
-Each subprocess pays ~7 s of torch/basicsr import, so they all start at once (:func:`commands`), one
-per entry point and kind of failure; the other cases go through the function both entry points call
+``python scripts/make_benchmark_lr.py``), in processes of their own (tests/forked_python.py) on files
+in a temporary folder: exit status non-zero, the last line of stderr is the only ``error:`` line and
+names the file or key, no traceback. They all start at once (:func:`commands`), one per entry point
+and kind of failure; the other cases go through the function both entry points call
 first, ``check_command_line``, next to good inputs that must pass it. Good end-to-end runs of both
 entry points are in test_pipelines.py and test_foreign_project.py.
 """
@@ -14,11 +14,11 @@ import copy
 import glob
 import os
 import shutil
-import subprocess
 import sys
 from collections import OrderedDict
 
 import cv2
+import forked_python
 import numpy as np
 import pytest
 import torch
@@ -178,7 +178,7 @@ def runs(world):
 
     def run(item):
         argv, cwd = item
-        return subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        return forked_python.run(argv, cwd, env)
     cases = commands(world)
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         done = dict(zip(cases, pool.map(run, cases.values())))

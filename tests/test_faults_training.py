@@ -19,16 +19,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
+import forked_python
 import pytest
 import torch
 import yaml
 
 from conftest import ROOT, TINY_CFSR, write_tiny_dataset
-from test_pipelines import SCALE, paired, train_options
+from test_pipelines import SCALE, train_options
 
 VAL_FREQ = 2
 PATIENCE = 10
@@ -66,23 +65,19 @@ def delta_options(name, data, backbone, **changes):
 
 
 def start(args, opt, opt_path, cwd):
-    """Write ``opt`` to ``opt_path`` and start ``python <args> -opt <opt_path> ...`` in ``cwd``; its
-    stdout/stderr go to files beside ``opt_path`` (a full pipe would stall it)."""
+    """Write ``opt`` to ``opt_path`` and start ``python <args> -opt <opt_path> ...`` in ``cwd``, in a
+    process of its own (tests/forked_python.py)."""
     with open(opt_path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
     script, *extra = args
     env = dict(os.environ, OMP_NUM_THREADS='1')  # concurrent runs on few cores: no thread oversubscription
-    with open(f'{opt_path}.out', 'w') as out, open(f'{opt_path}.err', 'w') as err:
-        proc = subprocess.Popen([sys.executable, script, '-opt', str(opt_path), *extra], cwd=cwd, env=env,
-                                stdout=out, stderr=err)
-    proc.opt_path = opt_path
-    return proc
+    return forked_python.ForkedCommand([script, '-opt', opt_path, *extra], cwd, env)
 
 
 def finish(proc):
     """(returncode, stdout, stderr) once ``proc`` has ended."""
-    proc.wait(timeout=300)
-    return proc.returncode, open(f'{proc.opt_path}.out').read(), open(f'{proc.opt_path}.err').read()
+    done = proc.wait(300)
+    return done.returncode, done.stdout, done.stderr
 
 
 def exp_dir(name):

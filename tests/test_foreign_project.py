@@ -4,16 +4,15 @@ A minimal separate project is written to a temporary folder: its own ``train.py`
 call BasicSR's own ``train_pipeline``/``test_pipeline`` after ``import cfsrdelta_arch``, its own
 option files naming ``type: CFSR`` (tiny; trained with BasicSR's SRModel, tested with the plugin's
 TTASRModel), and tiny generated data.
-Training, an auto-resume of that training (CPU, ``num_gpu: 0``) and testing run as subprocesses
-with the project as working directory and only the repository root on PYTHONPATH. The PSNR values
-they log are compared with the PSNR of the saved checkpoints computed here.
+Training, an auto-resume of that training (CPU, ``num_gpu: 0``) and testing run in processes of their
+own (tests/forked_python.py) with the project as working directory and only the repository root on
+PYTHONPATH. The PSNR values they log are compared with the PSNR of the saved checkpoints computed here.
 """
 import glob
 import os
 import re
-import subprocess
-import sys
 
+import forked_python
 import pytest
 import torch
 from basicsr.metrics import calculate_psnr
@@ -150,9 +149,9 @@ val:
 
 
 def run_in(project, *args):
-    """Run ``python <args>`` in ``project`` with only the repository root added to PYTHONPATH."""
-    proc = subprocess.run([sys.executable, *args], cwd=project, env=checkout_env(), capture_output=True, text=True,
-                          timeout=900)
+    """Run ``python <args>`` in ``project`` with only the repository root added to PYTHONPATH, in a
+    process of its own (tests/forked_python.py)."""
+    proc = forked_python.run(args, project, checkout_env(), timeout=900)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f'{" ".join(args)} exited {proc.returncode}:\n{output[-4000:]}'
     return output

@@ -7,9 +7,8 @@ import glob
 import json
 import os
 import shutil
-import subprocess
-import sys
 
+import forked_python
 import pytest
 import torch
 import yaml
@@ -70,18 +69,19 @@ def train_options(name, data, backbone, total_iter=2, lr=1e-3, val_extra=None, r
 
 
 def run_entries(*jobs):
-    """Run ``cfsrdelta_arch/<script> -opt <opt_path>`` for each (script, opt, opt_path), concurrently, after
-    writing ``opt`` to ``opt_path``; returns their outputs."""
+    """Run ``cfsrdelta_arch/<script> -opt <opt_path>`` for each (script, opt, opt_path), concurrently
+    (tests/forked_python.py), after writing ``opt`` to ``opt_path``; returns their stdout + stderr."""
     procs = []
     for script, opt, opt_path in jobs:
         with open(opt_path, 'w') as f:
             yaml.safe_dump(opt, f, sort_keys=False)
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, 'cfsrdelta_arch', script), '-opt',
-                                       str(opt_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    for proc, output in zip(procs, outputs):
-        assert proc.returncode == 0, output[-4000:]
+        procs.append(forked_python.ForkedCommand([os.path.join(ROOT, 'cfsrdelta_arch', script), '-opt', opt_path],
+                                                 ROOT))
+    outputs = []
+    for proc in procs:
+        done = proc.wait(300)
+        outputs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, outputs[-1][-4000:]
     return outputs
 
 
