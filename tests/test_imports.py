@@ -1,9 +1,9 @@
 """``import cfsrdelta_arch`` against the unmodified basicsr 1.4.2, in fresh interpreters."""
 import json
-import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, TINY_CFSR, checkout_env
 
 REGISTERED = {
@@ -26,27 +26,7 @@ print('REPORT ' + json.dumps({'found': found, 'patched': basicsr.train.load_resu
 ''' % (REGISTERED,)
 
 
-def run_python(code):
-    """Run ``code`` in a fresh interpreter (this venv) with the checkout importable; return its report."""
-    proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=checkout_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('REPORT ')]
-    assert len(lines) == 1, proc.stdout[-2000:]
-    return json.loads(lines[0][len('REPORT '):])
-
-
-def assert_all_registered(report):
-    for reg, names in REGISTERED.items():
-        for name in names:
-            assert report['found'][reg][name].startswith('cfsrdelta_arch.'), (reg, name)
-    assert report['patched']
-
-
-def test_alias_lets_basicsr_degradations_use_torchvision_grayscale():
-    """After ``import cfsrdelta_arch``, BasicSR's degradations (which import ``rgb_to_grayscale`` from the
-    module torchvision dropped) import, and their grayscale is torchvision's, value for value."""
-    code = '''
+ALIAS = '''
 import json, torch
 import cfsrdelta_arch
 from basicsr.data import degradations
@@ -61,37 +41,23 @@ print('REPORT ' + json.dumps({
         degradations.generate_poisson_noise_pt(x, gray_noise=1)),  # BasicSR's own use of rgb_to_grayscale
 }))
 '''
-    report = run_python(code)
-    assert report['same_as_torchvision'] and report['max_error'] < 1e-6 and report['gray_noise_is_gray']
 
-
-def test_a_real_functional_tensor_module_is_left_alone(tmp_path):
-    """A torchvision that ships ``functional_tensor`` again gets no alias: its own module is imported."""
-    (tmp_path / 'functional_tensor.py').write_text('def rgb_to_grayscale(img, num_output_channels=1):\n'
-                                                   '    return "real module"\n')
-    code = f'''
+# A torchvision that ships ``functional_tensor`` again: the module in {folder}, found by the import system.
+REAL_MODULE = '''
 import sys, json
 import torchvision.transforms
-torchvision.transforms.__path__.append({str(tmp_path)!r})  # the "real" module, found by the import system
+torchvision.transforms.__path__.append({folder!r})
 import cfsrdelta_arch
 from basicsr.data import degradations
 module = sys.modules['torchvision.transforms.functional_tensor']
 report = {{'file': getattr(module, '__file__', None), 'gray': degradations.rgb_to_grayscale(None)}}
 print('REPORT ' + json.dumps(report))
 '''
-    report = run_python(code)
-    assert report == {'file': str(tmp_path / 'functional_tensor.py'), 'gray': 'real module'}
 
+TWICE = 'import cfsrdelta_arch\nimport cfsrdelta_arch\n' + REPORT
 
-def test_import_twice_registers_everything():
-    report = run_python('import cfsrdelta_arch\nimport cfsrdelta_arch\n' + REPORT)
-    assert_all_registered(report)
-    assert 'cfsrdelta_arch.utils.compat' in report['alias_doc']
-
-
-def test_import_after_another_package_imported_basicsr():
-    # Another package got basicsr importable with its own stub first; the plugin must keep it and work.
-    code = '''
+# Another package got basicsr importable with its own stub first; the plugin must keep it and work.
+AFTER_ANOTHER_PACKAGE = '''
 import sys, types
 from torchvision.transforms import functional
 stub = types.ModuleType('torchvision.transforms.functional_tensor')
@@ -102,7 +68,60 @@ import basicsr
 import cfsrdelta_arch
 assert sys.modules['torchvision.transforms.functional_tensor'] is stub
 ''' + REPORT
-    report = run_python(code)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    """{case: (exit status, output)} of each case's code in a fresh interpreter (this venv, the checkout
+    importable), all started at once: each pays seconds of torch/torchvision/basicsr imports. Yields
+    them with the folder of the 'real module' case's ``functional_tensor.py``."""
+    folder = tmp_path_factory.mktemp('real_functional_tensor')
+    (folder / 'functional_tensor.py').write_text('def rgb_to_grayscale(img, num_output_channels=1):\n'
+                                                 '    return "real module"\n')
+    codes = {'alias': ALIAS, 'real_module': REAL_MODULE.format(folder=str(folder)), 'twice': TWICE,
+             'after_another_package': AFTER_ANOTHER_PACKAGE}
+    procs = {case: subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, env=checkout_env(),
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for case, code in codes.items()}
+    yield {case: (proc.communicate(timeout=300)[0], proc.returncode) for case, proc in procs.items()}, folder
+
+
+def report_of(runs, case):
+    """The report ``case``'s interpreter printed, after checking that it ended successfully."""
+    output, status = runs[0][case]
+    assert status == 0, output[-4000:]
+    lines = [line for line in output.splitlines() if line.startswith('REPORT ')]
+    assert len(lines) == 1, output[-2000:]
+    return json.loads(lines[0][len('REPORT '):])
+
+
+def assert_all_registered(report):
+    for reg, names in REGISTERED.items():
+        for name in names:
+            assert report['found'][reg][name].startswith('cfsrdelta_arch.'), (reg, name)
+    assert report['patched']
+
+
+def test_alias_lets_basicsr_degradations_use_torchvision_grayscale(runs):
+    """After ``import cfsrdelta_arch``, BasicSR's degradations (which import ``rgb_to_grayscale`` from the
+    module torchvision dropped) import, and their grayscale is torchvision's, value for value."""
+    report = report_of(runs, 'alias')
+    assert report['same_as_torchvision'] and report['max_error'] < 1e-6 and report['gray_noise_is_gray']
+
+
+def test_a_real_functional_tensor_module_is_left_alone(runs):
+    """A torchvision that ships ``functional_tensor`` again gets no alias: its own module is imported."""
+    assert report_of(runs, 'real_module') == {'file': str(runs[1] / 'functional_tensor.py'), 'gray': 'real module'}
+
+
+def test_import_twice_registers_everything(runs):
+    report = report_of(runs, 'twice')
+    assert_all_registered(report)
+    assert 'cfsrdelta_arch.utils.compat' in report['alias_doc']
+
+
+def test_import_after_another_package_imported_basicsr(runs):
+    report = report_of(runs, 'after_another_package')
     assert_all_registered(report)
     assert report['alias_doc'] == 'stub of another package'
 
