@@ -9,7 +9,6 @@ for the deltas), with the backbone computed once per input and handed to each de
 """
 import collections
 import concurrent.futures
-import contextlib
 import functools
 import multiprocessing
 import os
@@ -262,14 +261,13 @@ def measure_backends(cases, backends=BACKENDS, repeats=5, threads=2, peak_macs=N
     for label, net, scale, lr, tile, macs in cases:
         image = tensor_to_image(lr)  # uint8 (H, W, 3) RGB, what cfsrdelta-infer hands the engine
         names = [EAGER, *backends]
-        if progress:
-            progress(f'{label}: memory of {", ".join(names)} (a fresh process each, at once)')
-        with contextlib.ExitStack() as stack:  # RSS is per process: they need not wait for each other
-            pools = {name: stack.enter_context(concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn))
-                     for name in names}
-            futures = {name: pool.submit(fresh_process_call_memory, net, scale, name, image, tile, threads,
-                                         keep_freed_memory) for name, pool in pools.items()}
-            memory = {name: future.result() for name, future in futures.items()}
+        memory = {}
+        for name in names:
+            if progress:
+                progress(f'{label}: memory of {name} (a fresh process)')
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                memory[name] = pool.submit(fresh_process_call_memory, net, scale, name, image, tile, threads,
+                                           keep_freed_memory).result()
         if progress:
             progress(f'{label}: loading {", ".join(backends)}')
         calls, outputs = {}, {}
