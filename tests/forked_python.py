@@ -2,13 +2,15 @@
 
 Starting Python and importing torch, torchvision and BasicSR takes 5 to 10 s of CPU per process on
 the 2-core test machine, and the suite runs dozens of commands as a user does. Here each command is
-run by a process forked from multiprocessing's forkserver (which imported ``cfsrdelta_arch`` and
-nothing else, so no runtime threads are forked): it runs as ``__main__`` with its own argv,
-working folder, environment, stdout/stderr files, exit status and signals, as ``python`` does after
-start-up. ``sys.path`` stays the server's (python would put the script's folder first): the
-package is installed, and what the commands import comes from it.
+run by a process forked from multiprocessing's forkserver, which has imported ``cfsrdelta_arch`` (the
+one this pytest process imports) and run nothing, so no runtime's thread pool is forked. The command
+runs as ``__main__`` with its own argv, working folder, environment, stdout/stderr files, numpy
+seed, exit status and signals, and ends as ``python`` does (the ``sys.exit`` message, then the
+non-daemon threads, then the atexit handlers; an uncaught Ctrl-C kills it with SIGINT).
+``sys.path`` stays the server's (python would put the script's folder first): the package is
+installed, and what the commands import comes from it.
 
-Not for what only a fresh interpreter shows (the first import, interpreter flags, glibc's
+Not for what only a fresh interpreter shows (imports, PYTHONPATH, interpreter flags, glibc's
 ``MALLOC_*`` variables, peak RSS): those tests start real processes.
 """
 import atexit
@@ -20,8 +22,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 
+import numpy
 import torch
 
 FORKSERVER = multiprocessing.get_context('forkserver')
@@ -31,7 +35,7 @@ FORKSERVER.set_forkserver_preload(['cfsrdelta_arch', __name__])
 def run_as_main(command, cwd, env, log):
     """Body of a forked process: run ``command`` (``('-m', module, *args)``, ``('-c', code, *args)`` or
     ``(script, *args)``) as ``python`` would, in ``cwd`` with the environment ``env``, stdout to
-    ``log + '.out'`` and stderr to ``log + '.err'``; ``sys.exit``'s status becomes the exit status."""
+    ``log + '.out'`` and stderr to ``log + '.err'``; it ends as python does (module docstring)."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
@@ -42,6 +46,8 @@ def run_as_main(command, cwd, env, log):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for fd, suffix in ((1, '.out'), (2, '.err')):
         os.dup2(os.open(log + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    numpy.random.seed()  # a fresh interpreter's global numpy state is seeded from the OS
+    status, interrupted = 0, False
     try:
         if command[0] == '-m':
             sys.argv = list(command[1:])
@@ -52,12 +58,26 @@ def run_as_main(command, cwd, env, log):
             exec(compile(command[1], '<string>', 'exec'), {'__name__': '__main__', '__builtins__': __builtins__})
         else:
             sys.argv = list(command)
-            runpy.run_path(command[0], run_name='__main__')
-    except Exception:  # what python prints for an uncaught exception, without multiprocessing's header
+            runpy.run_path(os.path.abspath(command[0]), run_name='__main__')
+    except SystemExit as exit_:
+        status = exit_.code
+    except KeyboardInterrupt:
         traceback.print_exc()
-        sys.exit(1)
-    finally:
-        atexit._run_exitfuncs()  # the forked process ends with os._exit, which skips them
+        interrupted = True
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    if status is not None and not isinstance(status, int):
+        print(status, file=sys.stderr)
+        status = 1
+    threading._shutdown()  # what python does after __main__, in its order
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(status or 0)
 
 
 class ForkedCommand:
@@ -82,17 +102,21 @@ class ForkedCommand:
 
     def wait(self, timeout=600):
         """The CompletedProcess once the command has ended (killed after ``timeout`` s: TimeoutExpired)."""
-        self.process.join(timeout)
-        if self.process.exitcode is None:
-            self.process.kill()
-            self.process.join()
-            raise subprocess.TimeoutExpired(self.args, timeout)
-        outputs = []
-        for suffix in ('.out', '.err'):
-            with open(self.log + suffix, errors='replace') as f:
-                outputs.append(f.read())
-        shutil.rmtree(self.folder, ignore_errors=True)
-        return subprocess.CompletedProcess(self.args, self.process.exitcode, *outputs)
+        try:
+            self.process.join(timeout)
+            if self.process.exitcode is None:
+                self.process.kill()
+                self.process.join()
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            outputs = []
+            for suffix in ('.out', '.err'):  # missing if it died before its output was redirected
+                path = self.log + suffix
+                outputs.append(open(path).read() if os.path.exists(path) else '')
+            return subprocess.CompletedProcess(self.args, self.process.exitcode, *outputs)
+        finally:
+            if self.process.exitcode is not None:
+                self.process.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def run(command, cwd, env=None, timeout=600):

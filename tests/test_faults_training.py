@@ -1,4 +1,5 @@
-"""Training runs lose nothing: each fault is produced as a user would meet it, through real processes.
+"""Training runs lose nothing: each fault is produced as a user would meet it, in processes of their own
+(tests/forked_python.py).
 
 One tiny BackboneDelta run (tiny CFSR backbone, LRRefineNet width 8, 3 generated 32x32 images, 6
 batches per epoch) whose early stopping is set up so that the best checkpoint is the first

@@ -1,5 +1,6 @@
 """``import cfsrdelta_arch`` against the unmodified basicsr 1.4.2, in fresh interpreters."""
 import json
+import os
 import subprocess
 import sys
 
@@ -70,25 +71,41 @@ assert sys.modules['torchvision.transforms.functional_tensor'] is stub
 ''' + REPORT
 
 
+# Someone else's BasicSR project (tests/test_foreign_project.py runs one in forked processes): its
+# own folder as working directory, only the checkout on PYTHONPATH, the plugin imported first.
+FOREIGN_PROJECT = '''
+import cfsrdelta_arch
+from basicsr.train import train_pipeline
+from basicsr.test import test_pipeline
+''' + REPORT.replace("'alias_doc': alias.__doc__", "'alias_doc': alias.__doc__, 'file': cfsrdelta_arch.__file__")
+
+
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    """{case: (exit status, output)} of each case's code in a fresh interpreter (this venv, the checkout
-    importable), all started at once: each pays seconds of torch/torchvision/basicsr imports. Yields
-    them with the folder of the 'real module' case's ``functional_tensor.py``."""
-    folder = tmp_path_factory.mktemp('real_functional_tensor')
+    """{case: (output, exit status)} of each case's code in a fresh interpreter (this venv, only the
+    checkout added to PYTHONPATH), all started at once: each pays seconds of torch/torchvision/basicsr
+    imports; 'folder' is the 'real module' case's folder and the foreign project's working directory."""
+    folder = tmp_path_factory.mktemp('fresh_interpreters')
     (folder / 'functional_tensor.py').write_text('def rgb_to_grayscale(img, num_output_channels=1):\n'
                                                  '    return "real module"\n')
-    codes = {'alias': ALIAS, 'real_module': REAL_MODULE.format(folder=str(folder)), 'twice': TWICE,
-             'after_another_package': AFTER_ANOTHER_PACKAGE}
-    procs = {case: subprocess.Popen([sys.executable, '-c', code], cwd=ROOT, env=checkout_env(),
+    codes = {'alias': (ALIAS, ROOT), 'real_module': (REAL_MODULE.format(folder=str(folder)), ROOT),
+             'twice': (TWICE, ROOT), 'after_another_package': (AFTER_ANOTHER_PACKAGE, ROOT),
+             'foreign_project': (FOREIGN_PROJECT, folder)}
+    procs = {case: subprocess.Popen([sys.executable, '-c', code], cwd=cwd, env=checkout_env(),
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for case, code in codes.items()}
-    yield {case: (proc.communicate(timeout=300)[0], proc.returncode) for case, proc in procs.items()}, folder
+             for case, (code, cwd) in codes.items()}
+    try:
+        yield {'folder': folder, **{case: (proc.communicate(timeout=300)[0], proc.returncode)
+                                    for case, proc in procs.items()}}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
 
 
 def report_of(runs, case):
     """The report ``case``'s interpreter printed, after checking that it ended successfully."""
-    output, status = runs[0][case]
+    output, status = runs[case]
     assert status == 0, output[-4000:]
     lines = [line for line in output.splitlines() if line.startswith('REPORT ')]
     assert len(lines) == 1, output[-2000:]
@@ -111,7 +128,8 @@ def test_alias_lets_basicsr_degradations_use_torchvision_grayscale(runs):
 
 def test_a_real_functional_tensor_module_is_left_alone(runs):
     """A torchvision that ships ``functional_tensor`` again gets no alias: its own module is imported."""
-    assert report_of(runs, 'real_module') == {'file': str(runs[1] / 'functional_tensor.py'), 'gray': 'real module'}
+    assert report_of(runs, 'real_module') == {'file': str(runs['folder'] / 'functional_tensor.py'),
+                                              'gray': 'real module'}
 
 
 def test_import_twice_registers_everything(runs):
@@ -124,6 +142,12 @@ def test_import_after_another_package_imported_basicsr(runs):
     report = report_of(runs, 'after_another_package')
     assert_all_registered(report)
     assert report['alias_doc'] == 'stub of another package'
+
+
+def test_foreign_project_imports_this_checkout_from_its_own_folder(runs):
+    report = report_of(runs, 'foreign_project')
+    assert_all_registered(report)
+    assert report['file'] == os.path.join(ROOT, 'cfsrdelta_arch', '__init__.py')
 
 
 def test_registered_names_build_through_basicsr():

@@ -77,12 +77,10 @@ def run_entries(*jobs):
             yaml.safe_dump(opt, f, sort_keys=False)
         procs.append(forked_python.ForkedCommand([os.path.join(ROOT, 'cfsrdelta_arch', script), '-opt', opt_path],
                                                  ROOT))
-    outputs = []
-    for proc in procs:
-        done = proc.wait(300)
-        outputs.append(done.stdout + done.stderr)
-        assert done.returncode == 0, outputs[-1][-4000:]
-    return outputs
+    done = [proc.wait(300) for proc in procs]
+    for run in done:
+        assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    return [run.stdout + run.stderr for run in done]
 
 
 def run_entry(script, opt, opt_path):
