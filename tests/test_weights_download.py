@@ -1,13 +1,14 @@
 """Official weights downloaded on first use, from a real HTTP server on 127.0.0.1 serving ../shared's files.
 
 The server answers ``/ok/<name>`` with the file, ``/wrong/<name>`` with another official file under that
-name, ``/drop/<name>`` with the full Content-Length but only half the bytes (then closes the connection)
-and anything else with 404. CFSRDELTA_WEIGHTS_URL points the downloads at one of those folders.
+name, ``/drop/<name>`` with the full Content-Length but only half the bytes (then closes the connection),
+``/stall/<name>`` likewise but silent for STALL_SECONDS before closing, and anything else with 404. CFSRDELTA_WEIGHTS_URL points the downloads at one of those folders.
 """
 import http.server
 import os
 import runpy
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -20,11 +21,12 @@ from cfsrdelta_arch.app.options import check_command_line
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.utils.fileio import OptionFileError
 from cfsrdelta_arch.utils.image_io import read_image
-from cfsrdelta_arch.utils.weights import (NO_DOWNLOAD_ENV, OFFICIAL_WEIGHTS, WEIGHTS_URL_ENV,
-                                          load_weights, sha256_of)
+from cfsrdelta_arch.utils.weights import (NO_DOWNLOAD_ENV, OFFICIAL_WEIGHTS, WEIGHTS_URL_ENV, CheckpointError,
+                                          download_official, load_weights, sha256_of)
 from conftest import ROOT, checkpoint_error_line, official_weights, smooth_image, write_png, write_tiny_dataset
 
 NAME = 'CFSR_x4.pth'
+STALL_SECONDS = 3
 
 
 class WeightsHandler(http.server.BaseHTTPRequestHandler):
@@ -32,13 +34,16 @@ class WeightsHandler(http.server.BaseHTTPRequestHandler):
         self.server.requests.append(self.path)
         mode, _, name = self.path.strip('/').partition('/')
         body = self.server.files.get(self.server.wrong.get(name, name) if mode == 'wrong' else name)
-        if mode not in ('ok', 'wrong', 'drop') or body is None:
+        if mode not in ('ok', 'wrong', 'drop', 'stall') or body is None:
             self.send_error(404)
             return
         self.send_response(200)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
-        self.wfile.write(body[:len(body) // 2] if mode == 'drop' else body)
+        self.wfile.write(body[:len(body) // 2] if mode in ('drop', 'stall') else body)
+        if mode == 'stall':
+            self.wfile.flush()
+            time.sleep(STALL_SECONDS)
         self.close_connection = True  # 'drop': the client sees the connection end mid-file
 
     def log_message(self, *args):  # keep the test output quiet
@@ -107,6 +112,17 @@ def test_connection_dropped_mid_file_leaves_nothing(tmp_path, downloads, server)
     downloads('drop')
     checkpoint_error_line(lambda: load_weights(CFSR(upscale=4), str(tmp_path / NAME)))
     assert server.requests[-1] == f'/drop/{NAME}'
+    assert all_files(tmp_path) == []
+
+
+def test_stalled_server_fails_in_one_line_and_leaves_nothing(tmp_path, server):
+    """A server that stops sending mid-file: the download gives up after ``stall_seconds`` of silence
+    (not STALL_SECONDS, when the server closes), names the URL and leaves no file."""
+    start = time.monotonic()
+    with pytest.raises(CheckpointError) as err:
+        download_official(str(tmp_path / NAME), base_url(server, 'stall'), progress=False, stall_seconds=0.5)
+    assert time.monotonic() - start < STALL_SECONDS - 1
+    assert f'{base_url(server, "stall")}/{NAME} (no data for 0.5 s)' in str(err.value)
     assert all_files(tmp_path) == []
 
 

@@ -9,6 +9,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import socket
 import sys
 from typing import NamedTuple
 
@@ -83,12 +84,29 @@ def official_url(name, url_base=None):
     return f"{url_base.rstrip('/')}/{name}" if url_base else OFFICIAL_WEIGHTS[name].url
 
 
-def download_official(path, url_base=None, progress=True):
+# Seconds without a byte from the server after which a download fails (torch.hub's downloader has no
+# timeout of its own: a stalled connection would hang the command for ever).
+DOWNLOAD_STALL_SECONDS = 60
+
+
+@contextlib.contextmanager
+def default_socket_timeout(seconds):
+    """Sockets created inside the block time out after ``seconds`` of silence (process-wide while it lasts)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def download_official(path, url_base=None, progress=True, stall_seconds=DOWNLOAD_STALL_SECONDS):
     """Download the official file named like ``path`` (e.g. .../CFSR_x4.pth) to ``path``.
 
     The bytes go to a temporary file beside ``path`` (torch.hub's downloader, with a progress bar on
     stderr), are checked against the full sha256 and only then renamed to ``path``: an HTTP error, a
-    dropped connection, a wrong file or Ctrl-C leaves no file behind.
+    dropped connection, a server silent for ``stall_seconds``, a wrong file or Ctrl-C leaves no file
+    behind.
 
     Raises:
         CheckpointError: the download failed or gave other bytes (one line naming the URL and the
@@ -99,7 +117,7 @@ def download_official(path, url_base=None, progress=True):
     if progress:
         print(f'Downloading {url} to {path}', file=sys.stderr)
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, default_socket_timeout(stall_seconds):
             download_url_to_file(url, tmp, progress=progress)
             actual = sha256_of(tmp)
             if actual != OFFICIAL_WEIGHTS[name].sha256:
@@ -107,7 +125,8 @@ def download_official(path, url_base=None, progress=True):
                                       f'the upstream release ({OFFICIAL_WEIGHTS[name].sha256[:12]}...), not kept '
                                       f'(an incomplete download or another file); {OFFLINE_HINT}')
     except (OSError, http.client.HTTPException) as err:  # HTTP errors, no network, a dropped connection
-        reason = ' '.join(str(err).split()) or type(err).__name__
+        stalled = isinstance(err, socket.timeout) or isinstance(getattr(err, 'reason', None), socket.timeout)
+        reason = f'no data for {stall_seconds:g} s' if stalled else ' '.join(str(err).split()) or type(err).__name__
         raise CheckpointError(f'could not download {url} ({reason}); {OFFLINE_HINT}') from None
 
 
