@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 from conftest import ROOT, TINY_CFSR, official_weights, smooth_image, write_tiny_model
 
 from cfsrdelta_arch.app import backends
@@ -73,6 +74,28 @@ def test_tiles_have_one_shape():
     out = tiled_forward(upsample, x, 2, tile_size=8, tile_overlap=3)
     assert set(shapes) == {(1, 3, 14, 14)} and len(shapes) == 4 * 5
     assert torch.equal(out, upsample(x))
+
+
+def test_tiles_use_the_margin_as_context_only():
+    """With ``margin`` pixels of context around the image, a network of receptive radius 1 (a 3x3 conv
+    with zero padding, then x2 nearest) tiled with overlap >= 1 equals the whole padded input's output
+    cropped to the image; stored piece by piece too. Without the margin the border differs."""
+    torch.manual_seed(0)
+    image, weight = torch.rand(1, 3, 21, 26), torch.rand(3, 3, 3, 3)
+
+    def net(t):
+        return F.conv2d(t, weight, padding=1).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    margin = 4
+    padded = F.pad(image, (margin,) * 4, mode='reflect')
+    expected = net(padded)[..., 2 * margin:-2 * margin, 2 * margin:-2 * margin]
+    torch.testing.assert_close(tiled_forward(net, padded, 2, 8, 2, margin=margin), expected, rtol=0, atol=1e-6)
+    pieces = torch.zeros_like(expected)
+
+    def store(rows, cols, sr):
+        pieces[..., rows, cols] = sr
+    tiled_forward(net, padded, 2, 8, 2, store=store, margin=margin)
+    torch.testing.assert_close(pieces, expected, rtol=0, atol=1e-6)
+    assert (tiled_forward(net, image, 2, 8, 2) - expected).abs().max() > 0.1
 
 
 def test_tiled_openvino_compiles_one_shape(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from PIL import Image
 
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
-from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS, degradation_psf
+from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS, degradation_psf, pad_like_degradation
 from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
 from cfsrdelta_arch.archs.usrnet_arch import USRNet
 from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
@@ -384,10 +384,20 @@ class SREngine:
         return self.backend(lr, *args, **kwargs)
 
     def _run(self, x, store=None, bgr=False):
-        """:func:`super_resolve` with this engine's network, tiling and self-ensemble."""
+        """:func:`super_resolve` with this engine's network, tiling and self-ensemble.
+
+        Tiles of a degraded image for a non-blind network get the image continued past its border the
+        way the degradation model continues it (:func:`pad_like_degradation`, as context that is not
+        output): the FFT steps assume that boundary, which a tile cut from the image lacks (with the
+        tile's own edge wrapped instead, 'classical' tiles differed from the whole image by up to the
+        full pixel range near the border)."""
         forward = functools.partial(self._forward, bgr=bgr)
+        margin = 0
+        if self.degradation is not None and self.tile_size and max(x.shape[-2:]) > self.tile_size:
+            margin = self.tile_overlap
+            x = pad_like_degradation(x, margin, self.degradation.model)
         return super_resolve(forward, x, self.scale, self.self_ensemble, self.tile_size, self.tile_overlap,
-                             store=store)
+                             store=store, margin=margin)
 
     @torch.inference_mode()
     def sr_tensor(self, x):

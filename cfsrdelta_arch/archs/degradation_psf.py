@@ -8,13 +8,14 @@ Both models become ``y = (x ⊗ psf)[0::s, 0::s] + n``, the form USRNet's FFT da
   centred: its centre index is the offset of the sample at ``[0::s]``.
 
 Exact away from the borders (the protocol's boundaries are reflect/symmetric or circular; the
-data step's is circular, see NonBlindRefineNet's padding).
+data step's is circular, see NonBlindRefineNet's padding, :func:`pad_like_degradation`).
 
 :func:`lr_wiener_to_bicubic` uses the same PSFs at LR resolution: it maps a degraded LR to an estimate
 of the clean bicubic LR of the same HR image, the input a bicubic-trained backbone was made for.
 """
 import math
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -40,6 +41,16 @@ def bicubic_psf_1d(scale):
     for t, w in enumerate(taps):
         kernel[radius - offset - t] = w
     return kernel
+
+
+def pad_like_degradation(x, pixels, model):
+    """Pad (..., H, W) by ``pixels`` on every side the way ``model``'s LR continues past its border:
+    periodically for 'classical' (its blur is circular), mirrored with the edge pixel repeated for
+    'gaussian8' (its blur and bicubic use symmetric borders). By indexing, so any dtype and any
+    ``pixels`` (more than the image: the pattern repeats)."""
+    mode = 'wrap' if model == 'classical' else 'symmetric'
+    rows, cols = (torch.from_numpy(np.pad(np.arange(n), pixels, mode=mode)).to(x.device) for n in x.shape[-2:])
+    return x[..., rows, :][..., cols]
 
 
 def check_degradations(degradation, batch):

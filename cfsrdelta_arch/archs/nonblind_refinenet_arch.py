@@ -8,9 +8,10 @@ from torch.nn import functional as F
 from cfsrdelta_arch.utils.compat import get_arch, register_arch
 from cfsrdelta_arch.utils.weights import load_weights
 
-from .bicubic_layers import pixel_unshuffle, symmetric_pad
+from .bicubic_layers import pixel_unshuffle
 from .blocks import residual_conv_body
-from .degradation_psf import DEGRADATIONS, check_degradations, degradation_psf, lr_wiener_to_bicubic
+from .degradation_psf import (DEGRADATIONS, check_degradations, degradation_psf, lr_wiener_to_bicubic,
+                              pad_like_degradation)
 from .usrnet_arch import DataNet, data_terms
 
 # σ of the 8-bit rounding every LR has (on the [0, 1] scale): the noise level the data weight sees at σ_n = 0.
@@ -126,12 +127,13 @@ class NonBlindRefineNet(nn.Module):
         return self
 
     def _pad(self, x, pixels, names):
-        """Pad (N, C, H, W) by ``pixels`` on every side: circular for 'classical' samples, else symmetric."""
-        symmetric = symmetric_pad(x, pixels, pixels, pixels, pixels)
+        """Pad (N, C, H, W) by ``pixels`` on every side, each sample as its degradation model's LR continues
+        (:func:`pad_like_degradation`: circular for 'classical', symmetric for 'gaussian8')."""
         circular = torch.tensor([n == 'classical' for n in names], device=x.device)
+        symmetric = pad_like_degradation(x, pixels, 'gaussian8')
         if not circular.any():
             return symmetric
-        return torch.where(circular.view(-1, 1, 1, 1), F.pad(x, (pixels,) * 4, mode='circular'), symmetric)
+        return torch.where(circular.view(-1, 1, 1, 1), pad_like_degradation(x, pixels, 'classical'), symmetric)
 
     def restore(self, sr, lr, kernel, sigma, names):
         """The non-blind stages on a batch (all arguments per sample, as :meth:`forward` normalises them)."""

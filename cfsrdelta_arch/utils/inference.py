@@ -46,7 +46,7 @@ def self_ensemble(fn, x, *aligned):
     return out / 8
 
 
-def tiled_forward(fn, x, scale, tile_size, tile_overlap=DEFAULT_TILE_OVERLAP, store=None):
+def tiled_forward(fn, x, scale, tile_size, tile_overlap=DEFAULT_TILE_OVERLAP, store=None, margin=0):
     """Run ``fn`` on overlapping LR tiles and put their cores together into the full SR image.
 
     Each tile of ``tile_size`` LR pixels is run inside a window of ``tile_size + 2 * tile_overlap``
@@ -68,29 +68,35 @@ def tiled_forward(fn, x, scale, tile_size, tile_overlap=DEFAULT_TILE_OVERLAP, st
             Lets the caller keep the output in its own form, e.g. a preallocated uint8 image, so
             that float SR data is held for one tile at a time. None: the cores are copied into a
             new tensor like ``x`` (then C' must equal C).
+        margin (int): ``x`` carries this many LR pixels of context on every side (e.g. the image
+            continued past its border as its degradation model continues it) that windows may use
+            but that are not output: the output is (H - 2 margin, W - 2 margin) x ``scale``.
 
     Returns:
-        Tensor | None: (N, C', scale*H, scale*W) when ``store`` is None, else None.
+        Tensor | None: (N, C', scale*H', scale*W') (H', W': without the margin) when ``store`` is
+        None, else None.
     """
-    if tile_size <= 0 or tile_overlap < 0:
-        raise ValueError(f'tile_size must be > 0 and tile_overlap >= 0, got {tile_size}, {tile_overlap}')
+    if tile_size <= 0 or tile_overlap < 0 or margin < 0:
+        raise ValueError(f'tile_size must be > 0, tile_overlap and margin >= 0, got {tile_size}, {tile_overlap}, '
+                         f'{margin}')
     n, c, h, w = x.shape
     out = None
     if store is None:
-        if h <= tile_size and w <= tile_size:
+        if h <= tile_size and w <= tile_size and not margin:
             return fn(x)
-        out = x.new_empty(n, c, h * scale, w * scale)
+        out = x.new_empty(n, c, (h - 2 * margin) * scale, (w - 2 * margin) * scale)
 
         def store(rows, cols, sr):
             out[..., rows, cols] = sr
     win_h, win_w = min(tile_size + 2 * tile_overlap, h), min(tile_size + 2 * tile_overlap, w)
-    for top in range(0, h, tile_size):
-        for left in range(0, w, tile_size):
-            bottom, right = min(top + tile_size, h), min(left + tile_size, w)
+    for top in range(margin, h - margin, tile_size):  # cores in x's coordinates, windows clamped to x
+        for left in range(margin, w - margin, tile_size):
+            bottom, right = min(top + tile_size, h - margin), min(left + tile_size, w - margin)
             t0 = min(max(top - tile_overlap, 0), h - win_h)
             l0 = min(max(left - tile_overlap, 0), w - win_w)
             sr = fn(x[..., t0:t0 + win_h, l0:l0 + win_w])
-            store(slice(top * scale, bottom * scale), slice(left * scale, right * scale),
+            store(slice((top - margin) * scale, (bottom - margin) * scale),
+                  slice((left - margin) * scale, (right - margin) * scale),
                   sr[..., (top - t0) * scale:(bottom - t0) * scale, (left - l0) * scale:(right - l0) * scale])
     return out
 
@@ -122,7 +128,7 @@ def padded_forward(fn, x, multiple):
 
 
 def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_overlap=DEFAULT_TILE_OVERLAP,
-                  pad_multiple=1, store=None):
+                  pad_multiple=1, store=None, margin=0):
     """Full inference recipe: optional tiling around optional self-ensemble around optional padding.
 
     Args:
@@ -135,6 +141,7 @@ def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_ove
         pad_multiple (int): pad every input of ``fn`` to multiples of this (see :func:`padded_forward`).
         store (callable | None): receives the SR piece by piece instead of it being returned (see
             :func:`tiled_forward`).
+        margin (int): LR context around ``x`` that is not output (see :func:`tiled_forward`).
 
     Returns:
         Tensor | None: SR (N, C, scale*H, scale*W), unclamped; None when ``store`` is given.
@@ -142,4 +149,4 @@ def super_resolve(fn, x, scale, self_ensemble_on=False, tile_size=None, tile_ove
     if pad_multiple > 1:
         fn = functools.partial(padded_forward, fn, multiple=pad_multiple)
     run = (lambda t: self_ensemble(fn, t)) if self_ensemble_on else fn
-    return tiled_forward(run, x, scale, tile_size or max(x.shape[-2:]), tile_overlap, store)
+    return tiled_forward(run, x, scale, tile_size or max(x.shape[-2:]), tile_overlap, store, margin)
