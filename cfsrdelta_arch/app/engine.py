@@ -386,16 +386,17 @@ class SREngine:
     def _run(self, x, store=None, bgr=False):
         """:func:`super_resolve` with this engine's network, tiling and self-ensemble.
 
-        Tiles of a degraded image for a non-blind network get the image continued past its border the
-        way the degradation model continues it (:func:`pad_like_degradation`, as context that is not
-        output): the FFT steps assume that boundary, which a tile cut from the image lacks (with the
-        tile's own edge wrapped instead, 'classical' tiles differed from the whole image by up to the
-        full pixel range near the border)."""
+        Tiles of a 'classical' LR get the image continued circularly past its border
+        (:func:`pad_like_degradation`, as context that is not output), the boundary the whole image's
+        FFT steps assume: a tile cut from the image wrapped its own far edge instead, and differed from
+        the whole image by up to the full pixel range near the border. ('gaussian8' tiles already get
+        its symmetric continuation where they touch the border: the network pads each window so.)"""
         forward = functools.partial(self._forward, bgr=bgr)
         margin = 0
-        if self.degradation is not None and self.tile_size and max(x.shape[-2:]) > self.tile_size:
+        if (self.degradation is not None and self.degradation.model == 'classical' and self.tile_size
+                and max(x.shape[-2:]) > self.tile_size):
             margin = self.tile_overlap
-            x = pad_like_degradation(x, margin, self.degradation.model)
+            x = pad_like_degradation(x, margin, 'classical')
         return super_resolve(forward, x, self.scale, self.self_ensemble, self.tile_size, self.tile_overlap,
                              store=store, margin=margin)
 
