@@ -59,7 +59,8 @@ def load_lr_images(folder, n, scale, crop=0, degraded=None):
     images = []
     for path in list_images(folder)[:n]:
         hr = mod_crop(read_image_color(path), scale)
-        lr = (read_image_color(os.path.join(degraded, os.path.basename(path))) if degraded
+        stem = os.path.splitext(os.path.basename(path))[0]
+        lr = (read_image_color(os.path.join(degraded, stem + '.png')) if degraded  # make_degraded_lr writes PNG
               else bicubic_downsample(hr, scale))[..., ::-1]
         if crop:
             top, left = max((lr.shape[0] - crop) // 2, 0), max((lr.shape[1] - crop) // 2, 0)
@@ -143,6 +144,8 @@ def main(argv=None):
         kernel, record = read_degradation(args.degraded)
         degradation = Degradation(kernel, float(record['noise_sigma']), record['setting'])
     engine = engine_from_args(args, degradation=degradation)
+    if args.degraded and int(record['scale']) != engine.scale:
+        p.error(f"--degraded {args.degraded} holds x{record['scale']} LR, the network is x{engine.scale}")
     images = load_lr_images(args.images, args.n, engine.scale, args.crop, args.degraded)
     sizes = ', '.join(f'{name} {lr.shape[1]}x{lr.shape[0]}' for name, lr, _ in images)
     print(f'{engine}; LR images: {sizes}')

@@ -389,8 +389,9 @@ class SREngine:
         Tiles of a 'classical' LR get the image continued circularly past its border
         (:func:`pad_like_degradation`, as context that is not output), the boundary the whole image's
         FFT steps assume: a tile cut from the image wrapped its own far edge instead, and differed from
-        the whole image by up to the full pixel range near the border. ('gaussian8' tiles already get
-        its symmetric continuation where they touch the border: the network pads each window so.)"""
+        the whole image by up to the full pixel range near the border. (NonBlindRefineNet pads each
+        'gaussian8' window symmetrically, which is that model's continuation where a tile touches the
+        border; USRNet does not pad, and its 'gaussian8' tiles are left as they were.)"""
         forward = functools.partial(self._forward, bgr=bgr)
         margin = 0
         if (self.degradation is not None and self.degradation.model == 'classical' and self.tile_size
