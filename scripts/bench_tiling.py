@@ -140,10 +140,13 @@ def main(argv=None):
         args.weights = 'weights/official/CFSR_x4.pth'
     check_model_args(p, args)
     degradation = None
-    if args.degraded:
-        kernel, record = read_degradation(args.degraded)
-        degradation = Degradation(kernel, float(record['noise_sigma']), record['setting'])
-    engine = engine_from_args(args, degradation=degradation)
+    try:
+        if args.degraded:
+            kernel, record = read_degradation(args.degraded)
+            degradation = Degradation(kernel, float(record['noise_sigma']), record['setting'])
+        engine = engine_from_args(args, degradation=degradation)
+    except (ValueError, OSError) as err:  # one line naming the file or option
+        p.error(str(err))
     if args.degraded and int(record['scale']) != engine.scale:
         p.error(f"--degraded {args.degraded} holds x{record['scale']} LR, the network is x{engine.scale}")
     images = load_lr_images(args.images, args.n, engine.scale, args.crop, args.degraded)
