@@ -15,7 +15,6 @@ of the clean bicubic LR of the same HR image, the input a bicubic-trained backbo
 """
 import math
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -46,11 +45,15 @@ def bicubic_psf_1d(scale):
 def pad_like_degradation(x, pixels, model):
     """Pad (..., H, W) by ``pixels`` on every side the way ``model``'s LR continues past its border:
     periodically for 'classical' (its blur is circular), mirrored with the edge pixel repeated for
-    'gaussian8' (its blur and bicubic use symmetric borders). By indexing, so any dtype and any
-    ``pixels`` (more than the image: the pattern repeats)."""
-    mode = 'wrap' if model == 'classical' else 'symmetric'
-    rows, cols = (torch.from_numpy(np.pad(np.arange(n), pixels, mode=mode)).to(x.device) for n in x.shape[-2:])
-    return x[..., rows, :][..., cols]
+    'gaussian8' (its blur and bicubic use symmetric borders; period 2 x size). By indexing, so any
+    dtype and any ``pixels`` (more than the image: the pattern repeats)."""
+    def indices(size):
+        index = torch.arange(-pixels, size + pixels, device=x.device)
+        if model == 'classical':
+            return index % size
+        index = index % (2 * size)
+        return torch.where(index < size, index, 2 * size - 1 - index)
+    return x[..., indices(x.shape[-2]), :][..., indices(x.shape[-1])]
 
 
 def check_degradations(degradation, batch):
