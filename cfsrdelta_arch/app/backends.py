@@ -110,6 +110,19 @@ class OnnxRuntimeBackend:
         return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: numpy_input(lr)})[0])
 
 
+def openvino_config(threads=0, profile=False):
+    """OpenVINO CPU compile properties: the LATENCY hint, ``threads`` inference threads (0: OpenVINO's
+    choice) and, with ``profile``, per-node timings (app/benchmark.py: openvino_layer_profile)."""
+    import openvino as ov
+    import openvino.properties.hint as hints
+    config = {hints.performance_mode: hints.PerformanceMode.LATENCY}
+    if threads:
+        config[ov.properties.inference_num_threads] = int(threads)
+    if profile:
+        config[ov.properties.enable_profiling] = True
+    return config
+
+
 class OpenVinoBackend:
     """OpenVINO CPU, compiled for each input shape met (static shapes; see the module docstring);
     LR (N, 3, H, W) float32 in [0, 1] -> SR (N, 3, s*H, s*W) float32 on the CPU.
@@ -124,15 +137,10 @@ class OpenVinoBackend:
 
     def __init__(self, net, threads=0, folder=None, profile=False):
         import openvino as ov
-        import openvino.properties.hint as hints
         self.folder = folder or cache_dir()
         self.onnx_path = cached_onnx(net, self.folder)
         self.core = ov.Core()
-        self.config = {hints.performance_mode: hints.PerformanceMode.LATENCY}
-        if threads:
-            self.config[ov.properties.inference_num_threads] = int(threads)
-        if profile:  # per-node timings (app/benchmark.py: openvino_layer_profile)
-            self.config[ov.properties.enable_profiling] = True
+        self.config = openvino_config(threads, profile)
         self.version = ov.get_version().split('-')[0]
         self.request = functools.lru_cache(maxsize=OPENVINO_SHAPES_IN_MEMORY)(self._compile)
 

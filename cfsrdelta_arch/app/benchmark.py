@@ -327,13 +327,9 @@ def openvino_layer_profile(net, lr, threads=2, repeats=5, peak_macs=None):
     from .backends import OpenVinoBackend
     backend = OpenVinoBackend(net, threads, profile=True)
     request = backend.request(tuple(lr.shape))
-    x = numpy_input(lr)
-    request.infer({0: x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        request.infer({0: x})
-        times.append(time.perf_counter() - start)
+    x = {0: numpy_input(lr)}
+    request.infer(x)  # warm-up
+    seconds_median = interleaved_median_seconds({'openvino': request.infer}, x, repeats)['openvino']
     peak_macs = peak_macs or matmul_macs_per_second()
     macs = conv_macs_by_kind(net, lr)
     seconds, nodes, execs = collections.Counter(), collections.Counter(), collections.defaultdict(set)
@@ -351,7 +347,7 @@ def openvino_layer_profile(net, lr, threads=2, repeats=5, peak_macs=None):
         rows.append({'kind': kind, 'nodes': nodes[kind], 'exec': ', '.join(sorted(execs[kind])), 'seconds': sec,
                      'share': sec / total, 'macs': macs.get(kind), 'macs_per_s': rate,
                      'peak_fraction': rate / peak_macs if rate else None})
-    return statistics.median(times), rows
+    return seconds_median, rows
 
 
 def format_layer_profile(rows):

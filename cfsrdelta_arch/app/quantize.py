@@ -16,7 +16,7 @@ from basicsr.metrics import calculate_psnr
 from cfsrdelta_arch.data.lr_generation import list_images
 from cfsrdelta_arch.utils.fileio import atomic_path
 from cfsrdelta_arch.utils.image_io import tensor_to_image
-from .backends import numpy_input
+from .backends import numpy_input, openvino_config
 from .benchmark import interleaved_median_seconds, protocol_pair
 
 
@@ -112,9 +112,7 @@ def openvino_model(path, threads=2):
     """``fn(lr)``: the ONNX file ``path`` compiled by OpenVINO for the CPU (dynamic shapes, LATENCY hint,
     ``threads``); LR (1, 3, H, W) float32 numpy -> SR float32 numpy."""
     import openvino as ov
-    import openvino.properties.hint as hints
-    compiled = ov.Core().compile_model(path, 'CPU', {hints.performance_mode: hints.PerformanceMode.LATENCY,
-                                                     ov.properties.inference_num_threads: threads})
+    compiled = ov.Core().compile_model(path, 'CPU', openvino_config(threads))
     request = compiled.create_infer_request()
 
     def run(lr):
