@@ -21,14 +21,12 @@ import forked_python
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY_CFSR, read_tree, smooth_image, write_tiny_model
+from conftest import ROOT, TINY_CFSR, checkout_env, read_tree, smooth_image, write_tiny_model
 
 from cfsrdelta_arch.utils.image_io import read_image, write_image
 
 CLI = ('-m', 'cfsrdelta_arch.app.cli')
 EXPORT = (os.path.join(ROOT, 'scripts', 'export_model.py'),)
-# The real processes import this checkout's package, whatever is installed.
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])))
 
 
 def run(command, cwd):
@@ -236,7 +234,8 @@ def test_tiled_memory_grows_with_the_uint8_output(tmp_path):
         cv2.imwrite(str(tmp_path / f'lr{size}.png'), smooth_image(size, size, seed=size))
     runs = [['-i', f'lr{size}.png', '-o', 'out', '--opt', opt, '--weights', pth, '--tile', '128', '--device', 'cpu']
             for size in sizes]
-    env = dict(ENV, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), ENV['PYTHONPATH']]))
+    env = checkout_env()
+    env['PYTHONPATH'] = os.pathsep.join([os.path.dirname(__file__), env['PYTHONPATH']])
     script = f'import json, test_faults_cli as t; print(json.dumps(t.peak_extras_mib({runs!r})))'
     proc = subprocess.run([sys.executable, '-c', script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)

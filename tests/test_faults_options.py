@@ -29,7 +29,7 @@ from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError
 from cfsrdelta_arch.utils.fileio import OptionFileError
 from cfsrdelta_arch.utils.weights import CheckpointError, load_state_dict_file
-from conftest import ROOT, TINY_CFSR, encode_base, write_tiny_dataset
+from conftest import ROOT, TINY_CFSR, checkout_env, encode_base, write_tiny_dataset
 
 SCALE = 2
 PSNR = {'psnr': {'type': 'calculate_psnr', 'crop_border': SCALE, 'test_y_channel': True}}
@@ -174,11 +174,9 @@ def commands(w):
 def runs(world):
     """{case: CompletedProcess} of :func:`commands`, run concurrently (one per CPU core); the results
     folder a failed test run may leave under the repository is removed afterwards."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get('PYTHONPATH')) if p))
-
     def run(item):
         argv, cwd = item
-        return forked_python.run(argv, cwd, env)
+        return forked_python.run(argv, cwd, checkout_env())
     cases = commands(world)
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         done = dict(zip(cases, pool.map(run, cases.values())))
