@@ -12,7 +12,7 @@ from basicsr.utils.matlab_functions import imresize
 from scipy import ndimage
 
 from conftest import read_tree, run_script, smooth_image, write_png
-from cfsrdelta_arch.data.degradations import KERNELS_FILE, read_degradation, setting_kernels
+from cfsrdelta_arch.data.degradations import KERNELS_FILE, blur, read_degradation, setting_kernels
 from cfsrdelta_arch.data.degraded_onthefly_dataset import DegradedOnTheFlyDataset, motion_kernel, sample_generators
 from cfsrdelta_arch.data.degraded_paired_dataset import DegradedPairedDataset
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError
@@ -205,6 +205,17 @@ def test_onthefly_lq_is_the_degraded_gt(hr_folder, model):
         # float32 kernel and HR from the tensors: at most a rare one-level rounding difference
         assert np.abs(got - expected).max() <= 1 / 255 + 1e-6
         assert np.mean(np.abs(got - expected) > 1e-6) < 0.02
+
+
+@pytest.mark.parametrize('model,mode', [('gaussian8', 'reflect'), ('classical', 'wrap')])
+@pytest.mark.parametrize('shape,kernel_shape', [((20, 31, 3), (25, 25)), ((5, 7, 3), (25, 25)), ((9, 9, 1), (3, 5))])
+def test_blur_is_the_protocols_scipy_convolve(model, mode, shape, kernel_shape):
+    # including kernels wider than the image, where the border continues more than once
+    rng = np.random.default_rng(1)
+    x, kernel = rng.random(shape), rng.random(kernel_shape)
+    kernel /= kernel.sum()
+    expected = np.stack([ndimage.convolve(x[..., c], kernel, mode=mode) for c in range(shape[2])], axis=-1)
+    np.testing.assert_allclose(blur(x, kernel, model), expected, rtol=0, atol=1e-14)
 
 
 def test_motion_kernel():

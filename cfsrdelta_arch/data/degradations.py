@@ -4,8 +4,8 @@ degraded test sets (``scripts/make_degraded_lr.py``), the on-the-fly training da
 
 Two degradation models, both on float64 ``hr = HR / 255`` (H, W, 3), rounded once at the end:
 
-- ``gaussian8`` (IKC/DAN "Setting 1"): blur with ``scipy.ndimage.convolve(mode='reflect')``, then the
-  protocol's MATLAB bicubic ``imresize(blurred, 1 / s)``;
+- ``gaussian8`` (IKC/DAN "Setting 1"): blur with ``scipy.ndimage.convolve(mode='reflect')`` (computed
+  by :func:`blur`), then the protocol's MATLAB bicubic ``imresize(blurred, 1 / s)``;
 - ``classical`` (USRNet): blur with ``mode='wrap'`` (circular), then decimation ``blurred[0::s, 0::s]``;
 
 then ``lr += σ_n / 255 · N(0, 1)`` and ``clip(floor(lr · 255 + 0.5), 0, 255)`` to uint8. Images are
@@ -21,14 +21,14 @@ import numpy as np
 import scipy.io
 from basicsr.data.degradations import bivariate_Gaussian
 from basicsr.utils.matlab_functions import imresize
-from scipy import ndimage
 
 from cfsrdelta_arch.data.builder import check_apart, is_empty_folder, no_progress, staged_folder
 from cfsrdelta_arch.data.lr_generation import check_sizes, mod_crop, read_image_color
 
 SETTINGS = ('gaussian8', 'classical')
-# Boundary handling of the blur of each degradation model (scipy.ndimage.convolve's mode).
-BLUR_MODE = {'gaussian8': 'reflect', 'classical': 'wrap'}
+# How each degradation model's blur continues the image past its border, as numpy.pad modes: the
+# protocol's scipy.ndimage.convolve modes 'reflect' (which repeats the edge pixel) and 'wrap'.
+BLUR_PAD = {'gaussian8': 'symmetric', 'classical': 'wrap'}
 # gaussian8: 8 isotropic widths per scale, linspace(lo, hi, 8), on a 21 x 21 grid.
 GAUSSIAN8_RANGES = {2: (0.80, 1.60), 3: (1.35, 2.40), 4: (1.8, 3.2)}
 GAUSSIAN8_SIZE = 21
@@ -69,6 +69,17 @@ def setting_kernels(setting, scale):
     return [Kernel(f'k{i + 1}', k, None) for i, k in enumerate(classical_kernels())]
 
 
+def blur(hr, kernel, model):
+    """Per-channel convolution of float64 (H, W, C) with ``kernel``, the image continued past its
+    border per ``model``: the protocol's ``scipy.ndimage.convolve(hr[..., c], kernel, mode=...)`` to
+    1e-15, about 25x faster (scipy's direct loop was 70% of the on-the-fly training data's time):
+    OpenCV's filter2D, a correlation (hence the flipped kernel), on the explicitly padded image."""
+    ph, pw = kernel.shape[0] // 2, kernel.shape[1] // 2
+    padded = np.pad(hr, ((ph, ph), (pw, pw), (0, 0)), mode=BLUR_PAD[model])
+    out = cv2.filter2D(padded, -1, np.ascontiguousarray(kernel[::-1, ::-1]), borderType=cv2.BORDER_CONSTANT)
+    return out.reshape(padded.shape)[ph:ph + hr.shape[0], pw:pw + hr.shape[1]]
+
+
 def blur_downsample(hr, kernel, scale, model):
     """Blur and downsample per degradation ``model`` ('gaussian8' or 'classical'), before noise.
 
@@ -82,8 +93,7 @@ def blur_downsample(hr, kernel, scale, model):
         np.ndarray: float64 (H / s, W / s, C), unclipped.
     """
     check_setting(model)
-    blurred = np.stack([ndimage.convolve(hr[..., c], kernel, mode=BLUR_MODE[model]) for c in range(hr.shape[2])],
-                       axis=-1)
+    blurred = blur(hr, kernel, model)
     if model == 'gaussian8':
         return imresize(blurred, 1.0 / scale)
     return blurred[0::scale, 0::scale]
