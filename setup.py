@@ -25,7 +25,7 @@ setup(
         'pyyaml',
         'lmdb',
         'tqdm',
-        'scipy',  # degraded inputs: blur (ndimage), kernel file (io)
+        'scipy',  # degraded inputs: the kernel file (io)
     ],
     extras_require={
         'test': ['pytest'],
