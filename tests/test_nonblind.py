@@ -237,7 +237,7 @@ def test_shipped_weights_hold_the_shipped_delta_exactly():
     for key in ('params', 'params_ema'):
         for name, tensor in shipped.items():
             torch.testing.assert_close(ours[key]['clean.' + name], tensor, rtol=0, atol=0)
-    net = NonBlindRefineNet(upscale=4)
+    net = NonBlindRefineNet(upscale=4, prefilter_lambda=1e-2, lr_restorer={'width': 48, 'num_convs': 4})
     net.load_state_dict(ours['params_ema'])
     reference = BPRefineNet(upscale=4, width=20, num_convs=3, bp_steps=3)
     reference.load_state_dict(shipped)
