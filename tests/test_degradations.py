@@ -216,6 +216,8 @@ def test_blur_is_the_protocols_scipy_convolve(model, mode, shape, kernel_shape):
     kernel /= kernel.sum()
     expected = np.stack([ndimage.convolve(x[..., c], kernel, mode=mode) for c in range(shape[2])], axis=-1)
     np.testing.assert_allclose(blur(x, kernel, model), expected, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match='odd sizes'):
+        blur(x, np.ones((4, 3)) / 12, model)
 
 
 def test_motion_kernel():

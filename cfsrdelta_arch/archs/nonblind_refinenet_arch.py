@@ -216,9 +216,10 @@ class NonBlindRefineNet(nn.Module):
         psf = degradation_psf(kernel, self.upscale, names)
         filtered = lr_wiener_to_bicubic(self._pad(lr, p, names), psf, self.upscale, lam)
         filtered = filtered[..., p:filtered.shape[-2] - p, p:filtered.shape[-1] - p].clamp(0, 1)
-        noisy = sigma.view(-1, 1, 1, 1) > 0
-        if self.lr_restorer is not None and noisy.any():
-            filtered = torch.where(noisy, self.lr_restorer(filtered, lr, sigma).clamp(0, 1), filtered)
+        noisy = (sigma.view(-1) > 0).nonzero().view(-1)
+        if self.lr_restorer is not None and len(noisy):
+            restored = self.lr_restorer(filtered[noisy], lr[noisy], sigma[noisy]).clamp(0, 1)
+            filtered = filtered.index_copy(0, noisy, restored)
         return torch.where(clean.view(-1, 1, 1, 1), lr, filtered)
 
     def forward(self, sr, lr, kernel=None, sigma=None, degradation='gaussian8'):

@@ -74,6 +74,8 @@ def blur(hr, kernel, model):
     border per ``model``: the protocol's ``scipy.ndimage.convolve(hr[..., c], kernel, mode=...)`` to
     1e-15, about 25x faster (scipy's direct loop was 70% of the on-the-fly training data's time):
     OpenCV's filter2D, a correlation (hence the flipped kernel), on the explicitly padded image."""
+    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
+        raise ValueError(f'blur kernels have odd sizes (a centre tap), got {kernel.shape}')
     ph, pw = kernel.shape[0] // 2, kernel.shape[1] // 2
     padded = np.pad(hr, ((ph, ph), (pw, pw), (0, 0)), mode=BLUR_PAD[model])
     out = cv2.filter2D(padded, -1, np.ascontiguousarray(kernel[::-1, ::-1]), borderType=cv2.BORDER_CONSTANT)
