@@ -165,11 +165,11 @@ class NonBlindRefineNet(nn.Module):
     def _pad(self, x, pixels, names):
         """Pad (N, C, H, W) by ``pixels`` on every side, each sample as its degradation model's LR continues
         (:func:`pad_like_degradation`: circular for 'classical', symmetric for 'gaussian8')."""
+        if len(set(names)) == 1:  # one model (every inference call): pad once
+            return pad_like_degradation(x, pixels, names[0])
         circular = torch.tensor([n == 'classical' for n in names], device=x.device)
-        symmetric = pad_like_degradation(x, pixels, 'gaussian8')
-        if not circular.any():
-            return symmetric
-        return torch.where(circular.view(-1, 1, 1, 1), pad_like_degradation(x, pixels, 'classical'), symmetric)
+        return torch.where(circular.view(-1, 1, 1, 1), pad_like_degradation(x, pixels, 'classical'),
+                           pad_like_degradation(x, pixels, 'gaussian8'))
 
     def restore(self, sr, lr, kernel, sigma, names):
         """The non-blind stages on a batch (all arguments per sample, as :meth:`forward` normalises them)."""
