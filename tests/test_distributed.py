@@ -20,9 +20,7 @@ backbone, LRRefineNet width 8, 4 generated 32x32 images), in two waves:
 - ``planted``: ``--auto_resume`` meets a planted malicious training state: refused once, by rank 0,
   and both ranks end with status 1;
 - ``nan``: TTASRModel training a tiny CFSR with an absurd learning rate, DDP over the whole network:
-  both ranks stop at the non-finite loss of iteration 2 with status 1, after one error line;
-- ``restorer``: NonBlindDeltaModel training only its LR restorer (``lr_opt``, no ``pixel_opt``) on
-  DegradedOnTheFlyDataset, where the rest of the refiner never runs: DDP must not wait for its gradients.
+  both ranks stop at the non-finite loss of iteration 2 with status 1, after one error line.
 
 In every run only rank 0 writes under experiments/<name> (an audit hook records every change each
 process makes there) and logs; the ranks hold identical weights at every save.
@@ -46,7 +44,6 @@ from conftest import ROOT, TINY_CFSR, write_tiny_dataset
 from multiprocess_runs import free_port
 from test_faults_training import PlantedPickle
 from test_pipelines import SCALE, train_options
-from test_usrnet import degraded_training_options
 
 VAL_FREQ = 2
 STOP_ITER = 2 * VAL_FREQ  # the first validation is the best, the second one exhausts patience 1
@@ -71,21 +68,6 @@ def exact_options(data, backbone, batch):
     opt['train'].update(total_iter=2)
     opt['train']['optim_g'].update(lr=0.1, eps=1.0)
     opt['val'].pop('early_stopping')
-    opt['logger']['save_checkpoint_freq'] = 1
-    return opt
-
-
-def restorer_options(hr, backbone):
-    """2 iterations of a tiny NonBlindDeltaModel that trains its LR restorer alone, saving each."""
-    clean = {'type': 'BPRefineNet', 'upscale': SCALE, 'width': 4, 'num_convs': 2, 'bp_steps': 1}
-    refiner = {'type': 'NonBlindRefineNet', 'upscale': SCALE, 'width': 4, 'num_convs': 2, 'pad': 4,
-               'clean_refiner': clean, 'prefilter_lambda': 1e-3, 'lr_restorer': {'width': 8, 'num_convs': 2}}
-    network = {'type': 'BackboneDelta', 'backbone_weights': backbone,
-               'backbone': TINY_CFSR, 'refiner': refiner}
-    opt = degraded_training_options(None, 'NonBlindDeltaModel', hr, None, network,
-                                    {'kernel_size': 15, 'motion_length_range': [3, 10]}, ema_decay=0.9, lr=1e-2)
-    del opt['datasets']['val'], opt['val'], opt['train']['pixel_opt']
-    opt['train']['lr_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
     opt['logger']['save_checkpoint_freq'] = 1
     return opt
 
@@ -119,7 +101,6 @@ def runs(tmp_path_factory):
     nan.update(model_type='TTASRModel', network_g=dict(TINY_CFSR))
     nan['train']['optim_g']['lr'] = 1e30
     nan['val']['val_freq'] = nan['logger']['save_checkpoint_freq'] = 1
-    restorer = restorer_options(data[0], backbone)
     # case: (options, processes, extra arguments, experiment); 'resumed' continues 'split' in place.
     cases = {
         'planted': (options(data, backbone), 2, ['--auto_resume'], 'planted'),
@@ -128,7 +109,6 @@ def runs(tmp_path_factory):
         'two_by_two': (exact_options(data, backbone, batch=2), 2, [], 'two_by_two'),
         'one_by_four': (exact_options(data, backbone, batch=4), 1, [], 'one_by_four'),
         'nan': (nan, 2, [], 'nan'),
-        'restorer': (restorer, 2, [], 'restorer'),
         'resumed': (None, 2, ['--auto_resume', '--force_yml', f'train:total_iter={TOTAL_ITER}'], 'split'),
     }
     described = {}
@@ -257,17 +237,6 @@ def test_refused_training_state_ends_every_rank_with_one_line(runs):
                                                    'writes such files, delete it unless you trust its source')
     assert 'Traceback' not in text
     assert not os.path.exists(planted['marker'])
-
-
-def test_restorer_alone_trains_on_every_rank(runs):
-    """The restorer-only stage runs under DDP (the frozen bodies are frozen before wrapping): both ranks
-    end normally with the same weights; the restorer moves between the saves, nothing else does."""
-    run = runs['restorer']
-    assert exit_codes(run) == [0, 0]
-    first, last = dumps(run, 0)[1], dumps(run, 0)[2]
-    assert same_tensors(last, dumps(run, 1)[2])
-    moved = {k.split('.')[1] for k in first if k.startswith('refiner.') and not torch.equal(first[k], last[k])}
-    assert moved == {'lr_restorer'}
 
 
 def test_non_finite_loss_stops_every_rank(runs):

@@ -18,7 +18,7 @@ from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.archs.bicubic_layers import symmetric_pad
 from cfsrdelta_arch.archs.degradation_psf import degradation_psf, lr_wiener_to_bicubic, pad_like_degradation
-from cfsrdelta_arch.archs.nonblind_refinenet_arch import LRRestorer, NonBlindRefineNet
+from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
 from cfsrdelta_arch.archs.usrnet_arch import p2o
 from cfsrdelta_arch.data.degradations import blur_downsample, setting_kernels
 from cfsrdelta_arch.data.degraded_onthefly_dataset import DegradedOnTheFlyDataset
@@ -127,42 +127,6 @@ def test_backbone_runs_on_the_prefiltered_lr_except_for_clean_samples():
         NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda=0)
 
 
-def test_lr_restorer_follows_the_prefilter_on_noisy_samples_only():
-    """With an lr_restorer the backbone's input of a noisy sample is the restorer's output on the
-    filtered LR; noise-free and clean samples get exactly what they got without it. BackboneDelta's
-    ``output`` returns that input with the SR, or alone."""
-    torch.manual_seed(0)
-    refiner = {'type': 'NonBlindRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4,
-               'clean_refiner': TINY_CLEAN, 'prefilter_lambda': 1e-3}
-    net = BackboneDelta(dict(TINY_CFSR, upscale=2), dict(refiner, lr_restorer={'width': 8, 'num_convs': 2})).eval()
-    torch.nn.init.normal_(net.refiner.lr_restorer.body[-1].weight, 0, 0.05)
-    plain = NonBlindRefineNet(**{k: v for k, v in refiner.items() if k != 'type'}).eval()
-    lr = torch.rand(3, 3, 13, 11)  # odd sizes: the restorer unshuffles by 2
-    kernel = torch.from_numpy(setting_kernels('classical', 2)[1].kernel).float().expand(3, 25, 25).clone()
-    kernel[2] = 0
-    kernel[2, 12, 12] = 1
-    sigma = torch.tensor([0.0, 5 / 255, 0.0])
-    with torch.no_grad():
-        prepared = net.refiner.backbone_input(lr, kernel, sigma)
-        filtered = plain.backbone_input(lr, kernel, sigma)
-        torch.testing.assert_close(prepared[0::2], filtered[0::2], rtol=0, atol=0)
-        expected = net.refiner.lr_restorer(filtered[1:2], lr[1:2], sigma[1:2].view(1, 1, 1, 1)).clamp(0, 1)
-        torch.testing.assert_close(prepared[1:2], expected, rtol=0, atol=1e-6)
-        assert (prepared[1] - filtered[1]).abs().max() > 1e-3
-        sr, both_input = net(lr, kernel=kernel, sigma=sigma, output='both')
-        torch.testing.assert_close(sr, net(lr, kernel=kernel, sigma=sigma), rtol=0, atol=0)
-        torch.testing.assert_close(both_input, prepared, rtol=0, atol=0)
-        torch.testing.assert_close(net(lr, kernel=kernel, sigma=sigma, output='backbone_input'), prepared,
-                                   rtol=0, atol=0)
-    restorer = LRRestorer(width=8, num_convs=2)
-    x = torch.rand(1, 3, 7, 9)
-    assert (restorer(x, x, torch.zeros(1, 1, 1, 1)) - x).abs().max() < 1e-2  # starts near the identity
-    with pytest.raises(ValueError, match="output must be"):
-        net(lr, kernel=kernel, sigma=sigma, output='lr')
-    with pytest.raises(ValueError, match='give prefilter_lambda'):
-        NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, lr_restorer={'width': 8})
-
-
 def tiny_refiner(**kwargs):
     torch.manual_seed(0)
     net = NonBlindRefineNet(upscale=2, stages=2, width=4, num_convs=2, pad=4, clean_refiner=TINY_CLEAN, **kwargs)
@@ -237,7 +201,7 @@ def test_shipped_weights_hold_the_shipped_delta_exactly():
     for key in ('params', 'params_ema'):
         for name, tensor in shipped.items():
             torch.testing.assert_close(ours[key]['clean.' + name], tensor, rtol=0, atol=0)
-    net = NonBlindRefineNet(upscale=4, prefilter_lambda=1e-2, lr_restorer={'width': 48, 'num_convs': 4})
+    net = NonBlindRefineNet(upscale=4)
     net.load_state_dict(ours['params_ema'])
     reference = BPRefineNet(upscale=4, width=20, num_convs=3, bp_steps=3)
     reference.load_state_dict(shipped)
@@ -415,38 +379,6 @@ def test_nonblind_delta_trains_and_tests_through_basicsr(tmp_path, exp_name, bac
             sr = net(x, kernel=kernel, sigma=2.55 / 255, degradation='gaussian8')
         values.append(calculate_psnr(tensor2img(sr), cv2.imread(str(hr / name)), crop_border=2, test_y_channel=True))
     assert logged == pytest.approx(np.mean(values), abs=1e-4)
-
-
-@pytest.mark.parametrize('case', ['alone', 'with_pixel_loss', 'new_restorer'])
-def test_lr_opt_trains_the_lr_restorer(tmp_path, exp_name, backbone_path, case):  # noqa: F811
-    """``train.lr_opt`` trains the LR restorer on the clean bicubic LR. Alone (no pixel_opt) nothing
-    else of the refiner moves, in the EMA either; with pixel_opt the rest trains too. A restorer that
-    the starting checkpoint lacks starts in the EMA as in the network (not its own random init)."""
-    hr, lq, val = degraded_val_folder(tmp_path, 'gaussian8', 'g1.14_n2.55')
-    refiner = {'type': 'NonBlindRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4,
-               'clean_refiner': TINY_CLEAN, 'prefilter_lambda': 1e-3, 'lr_restorer': {'width': 8, 'num_convs': 2}}
-    torch.manual_seed(1)
-    start = NonBlindRefineNet(**{k: v for k, v in refiner.items() if k != 'type'}).state_dict()
-    saved_start = {k: v for k, v in start.items() if case != 'new_restorer' or not k.startswith('lr_restorer.')}
-    torch.save({'params': saved_start, 'params_ema': saved_start}, tmp_path / 'start.pth')
-    network = {'type': 'BackboneDelta', 'backbone_weights': backbone_path, 'backbone': TINY_CFSR, 'refiner': refiner}
-    train = degraded_training_options(exp_name, 'NonBlindDeltaModel', hr, val, network,
-                                      {'kernel_size': 15, 'degradation': ['gaussian8', 'classical'],
-                                       'motion_length_range': [3, 10]}, ema_decay=0.9, lr=1e-2)
-    train['path'].update(pretrain_network_g=str(tmp_path / 'start.pth'), strict_load_g=case != 'new_restorer')
-    train['train']['lr_opt'] = {'type': 'L1Loss', 'loss_weight': 1.0}
-    if case != 'with_pixel_loss':
-        del train['train']['pixel_opt']
-    run_entries(('train.py', train, tmp_path / 'train.yml'))
-    saved = torch.load(os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth'), weights_only=True)
-    if case == 'new_restorer':  # 2 Adam steps of 1e-2 apart at most; independent inits differ by ~0.1
-        first = 'lr_restorer.body.0.weight'
-        assert (saved['params'][first] - saved['params_ema'][first]).abs().max() < 0.03
-        return
-    for key in ('params', 'params_ema'):
-        moved = {name for name, tensor in start.items() if not torch.equal(saved[key][name], tensor)}
-        assert {name.split('.')[0] for name in moved} == ({'lr_restorer', 'bodies', 'log_alpha', 'noise_gain'}
-                                                          if case == 'with_pixel_loss' else {'lr_restorer'})
 
 
 def test_kernel_files_in_every_format(tmp_path):

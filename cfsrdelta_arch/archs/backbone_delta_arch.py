@@ -77,23 +77,18 @@ class BackboneDelta(nn.Module):
         target.load_state_dict(state_dict, strict=strict)
         return target
 
-    def forward(self, lr, base=None, output='sr', **degradation):
+    def forward(self, lr, base=None, **degradation):
         """Refined SR (N, 3, s*H, s*W) of LR (N, 3, H, W).
 
         A refiner with a ``backbone_input(lr, **degradation)`` method (NonBlindRefineNet) chooses what
         the backbone runs on. ``base``: the backbone's output (for that input) computed elsewhere (a
         cached SR_base, or one backbone pass shared by several refiners); it skips the backbone and is clamped to [0, 1]
         like :meth:`forward_backbone`'s. ``degradation``: keyword arguments for a non-blind refiner
-        (NonBlindRefineNet's ``kernel``, ``sigma``, ``degradation``). ``output``: 'sr'; 'both', the
-        tuple (SR, the backbone's input) — with the autograd graph of a learned ``backbone_input``,
-        which its own training loss needs; or 'backbone_input' alone (nothing else runs).
+        (NonBlindRefineNet's ``kernel``, ``sigma``, ``degradation``).
         """
-        if output not in ('sr', 'both', 'backbone_input'):
-            raise ValueError(f"output must be 'sr', 'both' or 'backbone_input', got {output!r}")
-        prepare = getattr(self.refiner, 'backbone_input', None)
-        prepared = prepare(lr, **degradation) if prepare and (base is None or output != 'sr') else lr
-        if output == 'backbone_input':
-            return prepared
-        base = self.forward_backbone(prepared) if base is None else base.clamp(0, 1)
-        sr = self.refiner(base, lr, **degradation)
-        return (sr, prepared) if output == 'both' else sr
+        if base is None:
+            prepare = getattr(self.refiner, 'backbone_input', None)
+            base = self.forward_backbone(prepare(lr, **degradation) if prepare else lr)
+        else:
+            base = base.clamp(0, 1)
+        return self.refiner(base, lr, **degradation)

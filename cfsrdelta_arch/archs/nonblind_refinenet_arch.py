@@ -37,36 +37,6 @@ def is_delta(kernel):
     return kernel.flatten(1).amax(dim=1) > 1 - 1e-6
 
 
-class LRRestorer(nn.Module):
-    """A learned stage after the LR Wiener pre-filter, for noisy LR: the filtered LR w (N, 3, H, W),
-    the degraded LR y and a σ map in, ``w + body(...)`` out, an estimate of the clean bicubic LR.
-
-    The Wiener filter is linear: it trades blur for noise with one λ and leaves coloured noise that
-    the bicubic-trained backbone takes for texture and sharpens. The body runs on the 2x2
-    pixel-unshuffled inputs (a quarter of the positions: 4x the receptive field per MAC); its last
-    conv starts near zero, so it starts as the identity.
-
-    Args:
-        num_in_ch (int): image channels. width, num_convs, init_std: the body (blocks.residual_conv_body).
-    """
-
-    UNSHUFFLE = 2
-
-    def __init__(self, num_in_ch=3, width=48, num_convs=4, init_std=1e-4):
-        super().__init__()
-        u2 = self.UNSHUFFLE ** 2
-        self.body = residual_conv_body((2 * num_in_ch + 1) * u2, width, num_in_ch * u2, num_convs, init_std)
-
-    def forward(self, filtered, lr, sigma):
-        """filtered, lr (N, C, H, W) in [0, 1]; sigma (N, 1, 1, 1) on the [0, 1] scale -> (N, C, H, W)."""
-        u = self.UNSHUFFLE
-        h, w = filtered.shape[-2:]
-        x = torch.cat((filtered, lr, sigma.expand(-1, 1, h, w)), dim=1)
-        x = F.pad(x, (0, -w % u, 0, -h % u), mode='replicate')  # odd sizes: unshuffle needs multiples of u
-        residual = F.pixel_shuffle(self.body(pixel_unshuffle(x, u)), u)
-        return filtered + residual[..., :h, :w]
-
-
 @register_arch
 class NonBlindRefineNet(nn.Module):
     """Refine a bicubic-trained backbone's SR of an LR image degraded by a *known* blur and noise level.
@@ -79,9 +49,7 @@ class NonBlindRefineNet(nn.Module):
     small after the bicubic antialiasing of 'gaussian8', large after the plain decimation of
     'classical' — and the second term for the noise. All three constants were chosen on the degraded
     val291 folders (CFSR after the filter alone: 23.90 -> 26.96 dB at gaussian8 σ_k 2.6, σ_n 0);
-    ``prefilter_lambda=None`` feeds the backbone the degraded LR itself. With ``lr_restorer``, a
-    learned stage (:class:`LRRestorer`, trained on the clean bicubic LR: NonBlindDeltaModel's
-    ``train.lr_opt``) follows the filter on noisy samples.
+    ``prefilter_lambda=None`` feeds the backbone the degraded LR itself.
 
     After the backbone, ``stages`` times: a closed-form data step (USRNet's FFT solution of
     ``argmin_x ||y - (x ⊗ psf)↓s||² + α_t ||x - z||²``, with the PSF of the degradation model,
@@ -109,8 +77,7 @@ class NonBlindRefineNet(nn.Module):
         pad (int): LR pixels of padding around the FFT steps (> the PSF radius / s; LR H, W > pad).
         prefilter_lambda (float | dict | None): the LR Wiener filter's λ at σ = 0, for every model or
             ``{model: λ}`` (None: no filter). prefilter_noise_lambda (float): λ's growth per unit of
-            σ² / q² (the noise variance in 8-bit levels²). lr_restorer (dict | None): options of an
-            :class:`LRRestorer` after the filter, applied to samples with σ > 0 (None: none).
+            σ² / q² (the noise variance in 8-bit levels²).
         noise_free_bodies (Sequence[str]): degradation models whose σ = 0 samples go through the
             bodies (default both). The shipped x4 option leaves out 'gaussian8': after the pre-filter
             the bodies cost 0.5-0.9 dB there on val291 (they add 0.2-0.7 dB on noise-free 'classical'
@@ -127,7 +94,7 @@ class NonBlindRefineNet(nn.Module):
     """
 
     def __init__(self, upscale=4, num_in_ch=3, stages=2, width=32, num_convs=4, init_std=1e-4, alpha_init=0.01, pad=8,
-                 prefilter_lambda=None, prefilter_noise_lambda=6.8e-4, lr_restorer=None,
+                 prefilter_lambda=None, prefilter_noise_lambda=6.8e-4,
                  noise_free_bodies=DEGRADATIONS, clean_refiner=None, clean_weights=None, clean_param_key='params_ema'):
         super().__init__()
         self.upscale, self.stages, self.pad = upscale, stages, pad
@@ -139,9 +106,6 @@ class NonBlindRefineNet(nn.Module):
             raise ValueError(f'prefilter_lambda must be > 0 and prefilter_noise_lambda >= 0, got {prefilter_lambda} '
                              f'and {prefilter_noise_lambda}')
         self.prefilter_lambda, self.prefilter_noise_lambda = prefilter_lambda, prefilter_noise_lambda
-        if lr_restorer is not None and prefilter_lambda is None:
-            raise ValueError('lr_restorer follows the pre-filter: give prefilter_lambda too')
-        self.lr_restorer = None if lr_restorer is None else LRRestorer(num_in_ch, **lr_restorer)
         check_degradations(list(noise_free_bodies), len(noise_free_bodies))
         self.noise_free_bodies = tuple(noise_free_bodies)
         clean = dict(clean_refiner or dict(SHIPPED_CLEAN_REFINER, upscale=upscale))
@@ -203,8 +167,7 @@ class NonBlindRefineNet(nn.Module):
 
     def backbone_input(self, lr, kernel=None, sigma=None, degradation='gaussian8'):
         """The LR (N, 3, H, W) the backbone runs on: the LR Wiener filter's estimate of the clean bicubic
-        LR (then, for noisy samples, the ``lr_restorer``'s; clamped to [0, 1]), or ``lr`` itself for
-        clean samples and without ``prefilter_lambda``."""
+        LR (clamped to [0, 1]), or ``lr`` itself for clean samples and without ``prefilter_lambda``."""
         kernel, sigma, names, clean = self._degradation(lr, kernel, sigma, degradation)
         if self.prefilter_lambda is None or clean.all():
             return lr
@@ -215,12 +178,8 @@ class NonBlindRefineNet(nn.Module):
             sigma.view(-1).double())
         psf = degradation_psf(kernel, self.upscale, names)
         filtered = lr_wiener_to_bicubic(self._pad(lr, p, names), psf, self.upscale, lam)
-        filtered = filtered[..., p:filtered.shape[-2] - p, p:filtered.shape[-1] - p].clamp(0, 1)
-        noisy = (sigma.view(-1) > 0).nonzero().view(-1)
-        if self.lr_restorer is not None and len(noisy):
-            restored = self.lr_restorer(filtered[noisy], lr[noisy], sigma[noisy]).clamp(0, 1)
-            filtered = filtered.index_copy(0, noisy, restored)
-        return torch.where(clean.view(-1, 1, 1, 1), lr, filtered)
+        filtered = filtered[..., p:filtered.shape[-2] - p, p:filtered.shape[-1] - p]
+        return torch.where(clean.view(-1, 1, 1, 1), lr, filtered.clamp(0, 1))
 
     def forward(self, sr, lr, kernel=None, sigma=None, degradation='gaussian8'):
         s = self.upscale

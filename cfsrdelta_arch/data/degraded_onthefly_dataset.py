@@ -1,7 +1,5 @@
 """DegradedOnTheFlyDataset: HR patches degraded on the fly with a random kernel and noise level, for
 training non-blind (kernel- and noise-conditioned) and blind models."""
-import os
-
 import numpy as np
 import torch
 from basicsr.data.data_util import paths_from_lmdb

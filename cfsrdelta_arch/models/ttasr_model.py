@@ -176,23 +176,16 @@ class TTASRModel(SRModel):
         super().optimize_parameters(current_iter)
         self.stop_on_non_finite_loss(current_iter)
 
-    def pixel_loss_step(self, current_iter, forward, other_losses=None):
+    def pixel_loss_step(self, current_iter, forward):
         """One optimiser step on ``train.pixel_opt``'s loss of ``forward()`` (the network's output for
         the current batch), for models whose network takes more than the LR. The loss is told the
-        iteration (L1FFTLoss's ramp) and checked before the step, so the weights stay finite.
-        ``other_losses``: called after ``forward``, {name: loss} of a model's own further losses,
-        added to the total (with them, ``pixel_opt`` may be absent)."""
+        iteration (L1FFTLoss's ramp) and checked before the step, so the weights stay finite."""
         self.optimizer_g.zero_grad()
         self.output = forward()
-        losses = OrderedDict()
-        if self.cri_pix is not None:
-            if hasattr(self.cri_pix, 'set_iter'):
-                self.cri_pix.set_iter(current_iter)
-            losses['l_pix'] = self.cri_pix(self.output, self.gt)
-        if other_losses is not None:
-            losses.update(other_losses())
-        l_total = sum(losses.values())
-        self.log_dict = self.reduce_loss_dict(losses)
+        if hasattr(self.cri_pix, 'set_iter'):
+            self.cri_pix.set_iter(current_iter)
+        l_total = self.cri_pix(self.output, self.gt)
+        self.log_dict = self.reduce_loss_dict(OrderedDict(l_pix=l_total))
         self.stop_on_non_finite_loss(current_iter)
         l_total.backward()
         self.optimizer_g.step()
