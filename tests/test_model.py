@@ -13,6 +13,7 @@ from cfsrdelta_arch.app.resume import load_checked
 from cfsrdelta_arch.archs.cfsr_arch import CFSR
 from cfsrdelta_arch.models.backbone_delta_model import BackboneDeltaModel
 from cfsrdelta_arch.models.ttasr_model import EarlyStopping, TTASRModel
+from cfsrdelta_arch.utils.fileio import OptionFileError
 from cfsrdelta_arch.utils.inference import self_ensemble
 from conftest import TINY_CFSR, clone_state
 
@@ -99,6 +100,18 @@ def test_backbone_is_loaded_frozen_and_unchanged_by_training(tmp_path, backbone_
     assert all(torch.equal(after[k], backbone_before[k]) for k in backbone_before)
     changed = [k for k, v in net.refiner.state_dict().items() if not torch.equal(v, refiner_before[k])]
     assert changed == list(refiner_before)  # every refiner tensor moved
+
+
+@pytest.mark.parametrize('losses', [{'perceptual_opt': {'type': 'PerceptualLoss'}},
+                                    {'pixel_opt': None, 'perceptual_opt': {'type': 'PerceptualLoss'}},
+                                    {'pixel_opt': None}], ids=['beside_pixel', 'alone', 'none'])
+def test_delta_training_refuses_losses_it_would_not_apply(tmp_path, backbone_file, losses):
+    """The delta's step applies train.pixel_opt only: a perceptual loss would be silently ignored
+    beside it, and alone would fail mid-step; both are one line before anything is built."""
+    opt = delta_opt(tmp_path, backbone_file[0])
+    opt['train'].update(losses)
+    with pytest.raises(OptionFileError, match='BackboneDeltaModel trains with train.pixel_opt alone'):
+        build_model(opt)
 
 
 def test_backbone_stays_in_eval_mode(tmp_path, backbone_file):

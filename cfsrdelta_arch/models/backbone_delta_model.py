@@ -5,7 +5,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from cfsrdelta_arch.utils.weights import load_state_dict_file, naming_checkpoint
-from .ttasr_model import TTASRModel
+from .ttasr_model import TTASRModel, refuse_losses_but_pixel
 
 
 @MODEL_REGISTRY.register()
@@ -24,6 +24,7 @@ class BackboneDeltaModel(TTASRModel):
     """
 
     def __init__(self, opt):
+        refuse_losses_but_pixel(opt, type(self).__name__)
         super().__init__(opt)
         if not self.get_bare_model(self.net_g).has_pretrained_backbone:
             get_root_logger().warning('No backbone weights given (network_g.backbone_weights): '

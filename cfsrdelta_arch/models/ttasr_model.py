@@ -16,7 +16,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from cfsrdelta_arch.utils.collectives import from_rank_0, gather_to_rank_0, mean_over_ranks
-from cfsrdelta_arch.utils.fileio import torch_save_atomic, write_text_atomic
+from cfsrdelta_arch.utils.fileio import OptionFileError, torch_save_atomic, write_text_atomic
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import load_weights
 
@@ -91,6 +91,16 @@ def set_rng_states(states):
     torch.set_rng_state(states['torch'])
     if states['cuda'] and torch.cuda.is_available() and len(states['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states['cuda'])
+
+
+
+def refuse_losses_but_pixel(opt, model_name):
+    """Models whose training step is :meth:`TTASRModel.pixel_loss_step` have one loss,
+    ``train.pixel_opt``: a ``perceptual_opt`` would be ignored beside it and fail mid-step alone."""
+    train_opt = opt.get('train') or {}
+    if opt.get('is_train') and (train_opt.get('perceptual_opt') or not train_opt.get('pixel_opt')):
+        raise OptionFileError(f'train: {model_name} trains with train.pixel_opt alone; give pixel_opt and no '
+                              'perceptual_opt')
 
 
 @MODEL_REGISTRY.register()

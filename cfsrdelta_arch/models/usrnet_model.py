@@ -6,7 +6,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from cfsrdelta_arch.archs.degradation_psf import degradation_psf
 from cfsrdelta_arch.utils.fileio import OptionFileError
 from .degradation_inputs import degradation_inputs
-from .ttasr_model import TTASRModel
+from .ttasr_model import TTASRModel, refuse_losses_but_pixel
 
 
 def refuse_tiles_and_ensemble(opt, model_name):
@@ -31,6 +31,7 @@ class USRNetModel(TTASRModel):
 
     def __init__(self, opt):
         refuse_tiles_and_ensemble(opt, 'USRNetModel')
+        refuse_losses_but_pixel(opt, 'USRNetModel')
         super().__init__(opt)
 
     def feed_data(self, data):
