@@ -93,7 +93,6 @@ def set_rng_states(states):
         torch.cuda.set_rng_state_all(states['cuda'])
 
 
-
 def refuse_losses_but_pixel(opt, model_name):
     """Models whose training step is :meth:`TTASRModel.pixel_loss_step` have one loss,
     ``train.pixel_opt``: a ``perceptual_opt`` would be ignored beside it and fail mid-step alone."""
