@@ -38,7 +38,8 @@ def build_parser():
     parser.add_argument('--noise', nargs='+', type=float, metavar='SIGMA', help='only these noise levels, e.g. 0')
     parser.add_argument('--methods', nargs='+', default=list(robustness.METHODS), choices=list(robustness.METHODS))
     parser.add_argument('--options', default=os.path.join(ROOT, 'options', 'test'), help='folder of the test option files')
-    parser.add_argument('--csv', default=os.path.join(ROOT, 'docs', 'robustness_x4.csv'))
+    parser.add_argument('--csv', help='per-kernel rows (default: docs/robustness_x<scale>.csv; its rows carry '
+                        'no scale, so one file per scale)')
     parser.add_argument('--commit', help='commit to record (default: this checkout\'s)')
     parser.add_argument('--summary', action='store_true', help='only print the means of --csv')
     parser.add_argument('--cost', type=int, metavar='REPEATS', help='only measure the CPU latency and MACs of '
@@ -48,6 +49,7 @@ def build_parser():
 
 
 def body(args):
+    args.csv = args.csv or os.path.join(ROOT, 'docs', f'robustness_x{args.scale}.csv')
     if args.cost:
         print(robustness.nonblind_cost(args.options, args.cost))
         return 0
