@@ -223,6 +223,21 @@ def test_option_files_give_the_same_sr_on_clean_lr(scale):
     assert np.array_equal(outputs[0], outputs[1])
 
 
+@pytest.mark.parametrize('scale,training', [(2, 'train_CFSRDelta_NonBlind_x2.yml'),
+                                            (4, 'train_CFSRDelta_NonBlind_x4_finetune.yml')])
+def test_test_option_builds_the_refiner_its_weights_were_trained_as(scale, training):
+    """The shipped test option's refiner equals the training option's that made its weights, up to the
+    keys that only matter when training starts (a different pre-filter λ would load without error)."""
+    import yaml
+
+    def refiner(kind, name):
+        with open(os.path.join(ROOT, 'options', kind, name), encoding='utf-8') as f:
+            opt = yaml.safe_load(f)['network_g']['refiner']
+        return {k: v for k, v in opt.items() if k not in ('alpha_init', 'clean_weights', 'clean_param_key')}
+
+    assert refiner('test', f'test_CFSRDelta_NonBlind_x{scale}.yml') == refiner('train', training)
+
+
 # (setting, kernel number in the setting's list, σ_n) -> least PSNR-Y gain (dB) over CFSR on the same LR
 # (measured means, x2 / x4: 4.06 / 2.57, 1.08 / 0.75, 1.79 / 2.34)
 SHIPPED_NONBLIND_GAINS = {('gaussian8', 4, 0.0): 1.5, ('gaussian8', 4, 7.65): 0.4, ('classical', 3, 7.65): 0.9}
