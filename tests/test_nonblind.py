@@ -218,8 +218,9 @@ def test_option_files_give_the_same_sr_on_clean_lr(scale):
     official_weights(f'CFSR_x{scale}.pth')
     lr_path = require_shared('datasets', 'benchmark', 'Set5', 'LR_bicubic', f'X{scale}', f'babyx{scale}.png')
     lr = cv2.imread(lr_path)[:40, :48]
-    outputs = [SREngine.from_option_file(os.path.join(ROOT, 'options', 'test', name.format(scale)), device='cpu').enhance(
-        lr, channel_order='bgr') for name in ('test_CFSRDelta_NonBlind_x{}.yml', 'test_CFSRDelta_BPRefineNet_x{}.yml')]
+    names = (f'test_CFSRDelta_NonBlind_x{scale}.yml', f'test_CFSRDelta_BPRefineNet_x{scale}.yml')
+    outputs = [SREngine.from_option_file(os.path.join(ROOT, 'options', 'test', name), device='cpu').enhance(
+        lr, channel_order='bgr') for name in names]
     assert np.array_equal(outputs[0], outputs[1])
 
 
