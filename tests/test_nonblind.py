@@ -229,11 +229,10 @@ def test_option_files_give_the_same_sr_on_clean_lr(scale):
 def test_test_option_builds_the_refiner_its_weights_were_trained_as(scale, training):
     """The shipped test option's refiner equals the training option's that made its weights, up to the
     keys that only matter when training starts (a different pre-filter λ would load without error)."""
-    import yaml
+    from cfsrdelta_arch.app.engine import load_option_file
 
     def refiner(kind, name):
-        with open(os.path.join(ROOT, 'options', kind, name), encoding='utf-8') as f:
-            opt = yaml.safe_load(f)['network_g']['refiner']
+        opt = load_option_file(os.path.join(ROOT, 'options', kind, name))['network_g']['refiner']
         return {k: v for k, v in opt.items() if k not in ('alpha_init', 'clean_weights', 'clean_param_key')}
 
     assert refiner('test', f'test_CFSRDelta_NonBlind_x{scale}.yml') == refiner('train', training)
