@@ -118,10 +118,25 @@ def test_backbone_runs_on_the_prefiltered_lr_except_for_clean_samples():
             alone = net.refiner.backbone_input(lr[i:i + 1], blurred[i:i + 1], 0.0, name)
             torch.testing.assert_close(mixed[i:i + 1], alone, rtol=0, atol=1e-6)
         assert (mixed[1:] - prepared[1:]).abs().max() > 1e-3  # not the gaussian8 filter of the same kernel
+        # one noise growth per model, per sample: a growth g at σ adds g·σ²/q² to the floor
+        sigma = torch.tensor([2.0, 4.0]) / 255
+        net.refiner.prefilter_lambda, net.refiner.prefilter_noise_lambda = 1e-3, {'gaussian8': 0.25, 'classical': 0.0}
+        noisy = net.refiner.backbone_input(lr, blurred, sigma, ['gaussian8', 'classical'])
+        net.refiner.prefilter_noise_lambda = 0.0
+        for i, (name, lam) in enumerate((('gaussian8', 1e-3 + 0.25 * 2.0 ** 2), ('classical', 1e-3))):
+            net.refiner.prefilter_lambda = lam
+            alone = net.refiner.backbone_input(lr[i:i + 1], blurred[i:i + 1], sigma[i:i + 1], name)
+            torch.testing.assert_close(noisy[i:i + 1], alone, rtol=0, atol=1e-6)
         net.refiner.prefilter_lambda = None
         assert net.refiner.backbone_input(lr, kernel, 0.0) is lr
-    with pytest.raises(ValueError, match='one λ per degradation model'):
+    with pytest.raises(ValueError, match='prefilter_lambda must give one value per degradation model'):
         NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda={'gaussian8': 1e-3})
+    with pytest.raises(ValueError, match='prefilter_noise_lambda must give one value per degradation model'):
+        NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_noise_lambda={'gausian8': 1e-3,
+                                                                                     'classical': 1e-3})
+    with pytest.raises(ValueError, match='must be > 0 and prefilter_noise_lambda >= 0'):
+        NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_noise_lambda={'gaussian8': -1,
+                                                                                     'classical': 1e-3})
     with pytest.raises(ValueError, match='must be > 0'):
         NonBlindRefineNet(upscale=2, clean_refiner=TINY_CLEAN, prefilter_lambda={'gaussian8': 1e-3, 'classical': 0})
     with pytest.raises(ValueError, match='must be > 0'):
@@ -476,3 +491,46 @@ def test_cli_takes_the_degradation(tmp_path, capsys):
     out = SREngine.from_option_file(usrnet, device='cpu', degradation=Degradation(gaussian_kernel(2.2), 0.0)).enhance(
         lr, channel_order='bgr')
     assert out.shape == (80, 96, 3)
+
+
+def test_option_sweep_scores_each_value_of_one_option(tmp_path, backbone_path):  # noqa: F811
+    """scripts/sweep_option.py's table (how the pre-filter's λs were chosen): each row is the network
+    built with that value, scored like the robustness table; the backbone alone is the reference row."""
+    import yaml
+    from basicsr.metrics import calculate_psnr
+
+    from cfsrdelta_arch.app.option_sweep import load_variants, parse_value, sweep
+    from cfsrdelta_arch.data.degradations import read_degradation
+    from cfsrdelta_arch.data.lr_generation import mod_crop, read_image_color
+    from cfsrdelta_arch.utils.fileio import OptionFileError
+    from cfsrdelta_arch.utils.image_io import image_to_tensor, tensor_to_image
+    hr, lq, _ = degraded_val_folder(tmp_path, 'gaussian8', 'g1.14_n2.55')
+    refiner = {'type': 'NonBlindRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4,
+               'clean_refiner': TINY_CLEAN, 'prefilter_lambda': 1e-3}
+    network = {'type': 'BackboneDelta', 'backbone_weights': backbone_path, 'backbone': TINY_CFSR, 'refiner': refiner}
+    opt = tmp_path / 'sweep.yml'
+    opt.write_text(yaml.safe_dump({'scale': 2, 'network_g': network}))
+    assert parse_value('3e-3') == 3e-3 and parse_value('{gaussian8: 1e-3, classical: 2}') == {
+        'gaussian8': 1e-3, 'classical': 2.0}
+    values = ['0', '{gaussian8: 30.0, classical: 0}']
+    scale, variants = load_variants(str(opt), 'refiner.prefilter_noise_lambda', values, untrained=True)
+    header, rows = sweep(variants, scale, str(hr), str(tmp_path / 'deg'), ['gaussian8'], kernels=['g1.14'])
+    assert header == ['variant', 'gaussian8 g1.14 n2.55', 'mean'] and len(rows) == 3
+
+    kernel, record = read_degradation(lq)
+    kwargs = dict(kernel=torch.from_numpy(kernel).float()[None], sigma=float(record['noise_sigma']) / 255)
+    for row, growth in zip(rows, (None, 0.0, {'gaussian8': 30.0, 'classical': 0.0})):
+        torch.manual_seed(0)  # the untrained variants' initialisation
+        net = BackboneDelta(TINY_CFSR, dict(refiner, prefilter_noise_lambda=growth or 0.0),
+                            backbone_weights=backbone_path).eval()
+        psnr = []
+        for name in sorted(os.listdir(hr)):
+            lr = image_to_tensor(read_image_color(os.path.join(lq, name)), bgr=True)
+            with torch.no_grad():
+                sr = net.forward_backbone(lr) if growth is None else net(lr, **kwargs)
+            psnr.append(calculate_psnr(tensor_to_image(sr, bgr=True), mod_crop(read_image_color(
+                os.path.join(hr, name)), 2), 2, test_y_channel=True))
+        assert float(row[-1]) == pytest.approx(np.mean(psnr), abs=6e-4), row
+    assert abs(float(rows[1][-1]) - float(rows[2][-1])) > 0.01  # the value reached the network
+    with pytest.raises(OptionFileError, match='network_g.refinr is not a section'):
+        load_variants(str(opt), 'refinr.prefilter_lambda', ['1'], untrained=True)

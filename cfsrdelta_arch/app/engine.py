@@ -14,6 +14,7 @@ Example::
     sr = engine.enhance(PIL.Image.open('photo.png'))                    # a PIL image, 4x larger
     engine = SREngine.from_weights('CFSR', 'weights/official/CFSR_x4.pth', scale=4, backend='openvino')
 """
+import copy
 import difflib
 import functools
 import inspect
@@ -290,15 +291,27 @@ def load_inference_network(network_opt, weights, param_key='params'):
     return to_deploy(net.eval())
 
 
+def network_options(opt, path):
+    """A copy of ``network_g`` of the option dict ``opt`` (read from ``path``) with the weight files
+    it names (a BackboneDelta's backbone, a refiner's frozen clean path) found as
+    :func:`resolve_option_path` does."""
+    network_opt = copy.deepcopy(opt['network_g'])
+    sections = [(network_opt, 'backbone_weights')]
+    if isinstance(network_opt.get('refiner'), dict):
+        sections.append((network_opt['refiner'], 'clean_weights'))
+    for section, key in sections:
+        if section.get(key):
+            section[key] = resolve_option_path(section[key], path)
+    return network_opt
+
+
 def network_from_option_file(path, weights=None, param_key=None):
     """(network, scale) of ``network_g`` of a BasicSR option file, loaded as :meth:`SREngine.from_option_file`
     describes (the file is checked before any weights are read)."""
     opt = load_option_file(path)
     scale = option_scale(opt, path)
     paths = opt.get('path') or {}
-    network_opt = dict(opt['network_g'])
-    if network_opt.get('backbone_weights'):
-        network_opt['backbone_weights'] = resolve_option_path(network_opt['backbone_weights'], path)
+    network_opt = network_options(opt, path)
     net = load_inference_network(network_opt, weights or resolve_option_path(paths.get('pretrain_network_g'), path),
                                  param_key or paths.get('param_key_g') or 'params')
     return net, scale

@@ -10,6 +10,7 @@ replaces its own rows and records its command and commit); :func:`summary_rows` 
 setting's kernels for the README.
 """
 import csv
+import functools
 import os
 import subprocess
 import sys
@@ -127,18 +128,19 @@ def method_outputs(methods, nets, scale, case, lr):
     return out
 
 
-def evaluate_case(case, methods, nets, scale, progress=None):
-    """{method: (mean PSNR, mean SSIM, images)} over the case's LR images."""
-    scores = {m: [] for m in methods}
+def evaluate_case(case, outputs, scale, progress=None):
+    """{name: (mean PSNR, mean SSIM, images)} over the case's LR images, for each SR that
+    ``outputs(lr)`` returns as ``{name: SR}`` (e.g. :func:`method_outputs` of the table's methods)."""
+    scores = {}
     names = list_images(case.lr_folder)
     for i, path in enumerate(names):
         stem = os.path.splitext(os.path.basename(path))[0]
         hr_stem = stem[:-len(case.tmpl.format(''))] if case.tmpl != '{}' else stem
         hr = mod_crop(read_image_color(os.path.join(case.hr_folder, hr_stem + '.png')), scale)
         lr = image_to_tensor(read_image_color(path), bgr=True).contiguous(memory_format=torch.channels_last)
-        for method, sr in method_outputs(methods, nets, scale, case, lr).items():
+        for method, sr in outputs(lr).items():
             img = tensor_to_image(sr, bgr=True)
-            scores[method].append((calculate_psnr(img, hr, scale, test_y_channel=True),
+            scores.setdefault(method, []).append((calculate_psnr(img, hr, scale, test_y_channel=True),
                                    calculate_ssim(img, hr, scale, test_y_channel=True)))
         if progress:
             progress(i + 1, len(names))
@@ -229,7 +231,7 @@ def run(cases, methods, nets, scale, csv_path, command, commit):
         def progress(i, total):
             print(f'\r{label}: {i}/{total}', end='', file=sys.stderr, flush=True)
 
-        result = evaluate_case(case, methods, nets, scale, progress)
+        result = evaluate_case(case, functools.partial(method_outputs, methods, nets, scale, case), scale, progress)
         print(f"\r{label}: " + ', '.join(f'{m} {p:.2f}' for m, (p, _, _) in result.items()), file=sys.stderr, flush=True)
         merge_rows(csv_path, [dict(set=case.set, setting=case.setting, kernel=case.kernel, noise=f'{case.noise:.2f}',
                                    method=m, psnr=f'{p:.4f}', ssim=f'{s:.4f}', images=k, commit=commit,

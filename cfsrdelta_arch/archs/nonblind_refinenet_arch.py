@@ -32,6 +32,22 @@ def noise_ratio(sigma):
     return (sigma / QUANTISATION_SIGMA) ** 2
 
 
+def model_values(value, name):
+    """The values of a constant given for every degradation model or as ``{model: value}``, which must
+    then name each model once (a typo would otherwise fall back to nothing)."""
+    if not isinstance(value, dict):
+        return [value]
+    if sorted(value) != sorted(DEGRADATIONS):
+        raise ValueError(f'{name} must give one value per degradation model ({", ".join(DEGRADATIONS)}), '
+                         f'got {sorted(value)}')
+    return list(value.values())
+
+
+def per_sample(value, names):
+    """The constant ``value`` (one number, or ``{model: number}``) for each sample's degradation model."""
+    return [value[n] for n in names] if isinstance(value, dict) else [value] * len(names)
+
+
 def is_delta(kernel):
     """(N,) bool: the blur kernel (N, 1, k, k) is the identity (all its mass on one tap)."""
     return kernel.flatten(1).amax(dim=1) > 1 - 1e-6
@@ -44,7 +60,7 @@ class NonBlindRefineNet(nn.Module):
     Before the backbone (:meth:`backbone_input`, which BackboneDelta calls): a Wiener filter at LR
     resolution maps the degraded LR to an estimate of the clean bicubic LR of the same image
     (archs/degradation_psf.py, :func:`lr_wiener_to_bicubic`), so the backbone sees the kind of input it
-    was trained on. Its regularisation is ``λ = prefilter_lambda[model] + prefilter_noise_lambda · σ² / q²``:
+    was trained on. Its regularisation is ``λ = prefilter_lambda[model] + prefilter_noise_lambda[model] · σ² / q²``:
     the floor per degradation model stands for what the filter's model leaves out — mostly aliasing,
     small after the bicubic antialiasing of 'gaussian8', large after the plain decimation of
     'classical' — and the second term for the noise. All three constants were chosen on the degraded
@@ -76,8 +92,8 @@ class NonBlindRefineNet(nn.Module):
             (blocks.residual_conv_body). alpha_init (float): every α_t at σ = 0 at initialisation.
         pad (int): LR pixels of padding around the FFT steps (> the PSF radius / s; LR H, W > pad).
         prefilter_lambda (float | dict | None): the LR Wiener filter's λ at σ = 0, for every model or
-            ``{model: λ}`` (None: no filter). prefilter_noise_lambda (float): λ's growth per unit of
-            σ² / q² (the noise variance in 8-bit levels²).
+            ``{model: λ}`` (None: no filter). prefilter_noise_lambda (float | dict): λ's growth per unit of
+            σ² / q² (the noise variance in 8-bit levels²), for every model or ``{model: growth}``.
         noise_free_bodies (Sequence[str]): degradation models whose σ = 0 samples go through the
             bodies (default both). The shipped x4 option leaves out 'gaussian8': after the pre-filter
             the bodies cost 0.5-0.9 dB there on val291 (they add 0.2-0.7 dB on noise-free 'classical'
@@ -98,11 +114,9 @@ class NonBlindRefineNet(nn.Module):
                  noise_free_bodies=DEGRADATIONS, clean_refiner=None, clean_weights=None, clean_param_key='params_ema'):
         super().__init__()
         self.upscale, self.stages, self.pad = upscale, stages, pad
-        if isinstance(prefilter_lambda, dict) and sorted(prefilter_lambda) != sorted(DEGRADATIONS):
-            raise ValueError(f'prefilter_lambda must give one λ per degradation model ({", ".join(DEGRADATIONS)}), '
-                             f'got {sorted(prefilter_lambda)}')
-        floors = prefilter_lambda.values() if isinstance(prefilter_lambda, dict) else [prefilter_lambda]
-        if any(f is not None and f <= 0 for f in floors) or prefilter_noise_lambda < 0:
+        floors = model_values(prefilter_lambda, 'prefilter_lambda')
+        if any(f is not None and f <= 0 for f in floors) or any(
+                g < 0 for g in model_values(prefilter_noise_lambda, 'prefilter_noise_lambda')):
             raise ValueError(f'prefilter_lambda must be > 0 and prefilter_noise_lambda >= 0, got {prefilter_lambda} '
                              f'and {prefilter_noise_lambda}')
         self.prefilter_lambda, self.prefilter_noise_lambda = prefilter_lambda, prefilter_noise_lambda
@@ -172,10 +186,9 @@ class NonBlindRefineNet(nn.Module):
         if self.prefilter_lambda is None or clean.all():
             return lr
         p = self.pad
-        floor = self.prefilter_lambda
-        floor = [floor[n] for n in names] if isinstance(floor, dict) else [floor] * len(names)
-        lam = torch.tensor(floor, dtype=torch.float64, device=lr.device) + self.prefilter_noise_lambda * noise_ratio(
-            sigma.view(-1).double())
+        floor, growth = (torch.tensor(per_sample(value, names), dtype=torch.float64, device=lr.device)
+                         for value in (self.prefilter_lambda, self.prefilter_noise_lambda))
+        lam = floor + growth * noise_ratio(sigma.view(-1).double())
         psf = degradation_psf(kernel, self.upscale, names)
         filtered = lr_wiener_to_bicubic(self._pad(lr, p, names), psf, self.upscale, lam)
         filtered = filtered[..., p:filtered.shape[-2] - p, p:filtered.shape[-1] - p]
