@@ -29,7 +29,7 @@ from cfsrdelta_arch.utils.inference import self_ensemble
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SHIPPED_DELTA = os.path.join(ROOT, 'weights', 'cfsrdelta', 'CFSRDelta_BPRefineNet_x{}.pth')
 SHIPPED_NONBLIND = os.path.join(ROOT, 'weights', 'cfsrdelta', 'CFSRDelta_NonBlind_x{}.pth')
-NONBLIND_SCALES = (2, 4)  # the scales with shipped non-blind weights
+NONBLIND_SCALES = (2, 3, 4)  # the scales with shipped non-blind weights
 TINY_CLEAN = {'type': 'BPRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'bp_steps': 1}
 
 
@@ -240,6 +240,7 @@ def test_option_files_give_the_same_sr_on_clean_lr(scale):
 
 
 @pytest.mark.parametrize('scale,training', [(2, 'train_CFSRDelta_NonBlind_x2.yml'),
+                                            (3, 'train_CFSRDelta_NonBlind_x3.yml'),
                                             (4, 'train_CFSRDelta_NonBlind_x4_finetune.yml')])
 def test_test_option_builds_the_refiner_its_weights_were_trained_as(scale, training):
     """The shipped test option's refiner equals the training option's that made its weights, up to the
@@ -254,7 +255,7 @@ def test_test_option_builds_the_refiner_its_weights_were_trained_as(scale, train
 
 
 # (setting, kernel number in the setting's list, σ_n) -> least PSNR-Y gain (dB) over CFSR on the same LR
-# (measured means, x2 / x4: 4.06 / 2.57, 1.08 / 0.75, 1.79 / 2.34)
+# (measured means, x2 / x3 / x4: 4.06 / 3.15 / 2.57, 1.08 / 0.91 / 0.75, 1.79 / 2.00 / 2.34)
 SHIPPED_NONBLIND_GAINS = {('gaussian8', 4, 0.0): 1.5, ('gaussian8', 4, 7.65): 0.4, ('classical', 3, 7.65): 0.9}
 
 
