@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from conftest import TINY_CFSR, official_weights, require_shared, smooth_image, write_png
 from test_pipelines import backbone_path, exp_name, run_entries  # noqa: F401  (fixtures)
+from test_data_scripts import load_script
 from test_usrnet import degraded_training_options, degraded_val_folder, psnr_logged_by_test_run
 from cfsrdelta_arch.app.engine import SREngine
 from cfsrdelta_arch.app.robustness import Case, current_commit, format_summary, merge_rows, read_rows, run
@@ -494,7 +495,7 @@ def test_cli_takes_the_degradation(tmp_path, capsys):
     assert out.shape == (80, 96, 3)
 
 
-def test_option_sweep_scores_each_value_of_one_option(tmp_path, backbone_path):  # noqa: F811
+def test_option_sweep_scores_each_value_of_one_option(tmp_path, backbone_path, capsys):  # noqa: F811
     """scripts/sweep_option.py's table (how the pre-filter's λs were chosen): each row is the network
     built with that value, scored like the robustness table; the backbone alone is the reference row."""
     import yaml
@@ -535,3 +536,14 @@ def test_option_sweep_scores_each_value_of_one_option(tmp_path, backbone_path): 
     assert abs(float(rows[1][-1]) - float(rows[2][-1])) > 0.01  # the value reached the network
     with pytest.raises(OptionFileError, match='network_g.refinr is not a section'):
         load_variants(str(opt), 'refinr.prefilter_lambda', ['1'], untrained=True)
+    sweep_script = load_script('sweep_option').main
+    common = ['--opt', str(opt), '--untrained', '--hr', str(hr)]
+    for args, message in ((['--key', 'refiner.pad', '--values', '{a: [1'], 'is not YAML'),
+                          (['--key', 'refiner.pad', '--values', '4', '--degraded', str(tmp_path / 'none')],
+                           'no degraded x2 folders'),
+                          (['--key', 'refiner.pad', '--values', '4', '--degraded', str(tmp_path / 'deg'),
+                            '--opt', str(tmp_path / 'missing.yml')], 'missing.yml: cannot read')):
+        capsys.readouterr()
+        assert sweep_script(common + args) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], lines
