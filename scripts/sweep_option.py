@@ -39,7 +39,7 @@ def build_parser():
                         help='HR folder of the degraded folders (default: datasets/train291/val/HR)')
     parser.add_argument('--degraded', default=os.path.join(ROOT, 'datasets', 'degraded', 'val291'),
                         help='folder holding <setting>/x<s>/<kernel>_n<noise>/ (default: datasets/degraded/val291)')
-    parser.add_argument('--settings', nargs='+', default=['gaussian8', 'classical'])
+    parser.add_argument('--settings', nargs='+', default=['gaussian8', 'classical'], choices=['gaussian8', 'classical'])
     parser.add_argument('--kernels', nargs='+', metavar='NAME', help='only these kernels, e.g. k2 k6 g1.95')
     parser.add_argument('--noise', nargs='+', type=float, metavar='SIGMA', help='only these noise levels, e.g. 0')
     add_debug_arg(parser)

@@ -534,8 +534,18 @@ def test_option_sweep_scores_each_value_of_one_option(tmp_path, backbone_path, c
                 os.path.join(hr, name)), 2), 2, test_y_channel=True))
         assert float(row[-1]) == pytest.approx(np.mean(psnr), abs=6e-4), row
     assert abs(float(rows[1][-1]) - float(rows[2][-1])) > 0.01  # the value reached the network
-    with pytest.raises(OptionFileError, match='network_g.refinr is not a section'):
-        load_variants(str(opt), 'refinr.prefilter_lambda', ['1'], untrained=True)
+    for key, values, message in (('refiner.prefilter_noise_lamda', ['1'], "unknown option 'prefilter_noise_lamda'; "
+                                  "did you mean 'prefilter_noise_lambda'"),
+                                 ('backbone.embed_dim', ['4'], "only the refiner's options are swept"),
+                                 ('refiner.prefilter_lambda', ['1e-3', '1e-3'], 'a value is repeated'),
+                                 ('refiner.prefilter_lambda', ['nan'], 'nan is not a finite number'),
+                                 ('refiner.pad.x', ['1'], 'network_g.refiner.pad is not a section')):
+        with pytest.raises(OptionFileError, match=message):
+            load_variants(str(opt), key, values, untrained=True)
+    blind = tmp_path / 'blind.yml'
+    blind.write_text(yaml.safe_dump({'scale': 2, 'network_g': dict(network, refiner=TINY_CLEAN)}))
+    with pytest.raises(OptionFileError, match='needs a BackboneDelta with a NonBlindRefineNet refiner'):
+        load_variants(str(blind), 'refiner.bp_steps', ['2'], untrained=True)
     sweep_script = load_script('sweep_option').main
     common = ['--opt', str(opt), '--untrained', '--hr', str(hr)]
     for args, message in ((['--key', 'refiner.pad', '--values', '{a: [1'], 'is not YAML'),
@@ -547,3 +557,15 @@ def test_option_sweep_scores_each_value_of_one_option(tmp_path, backbone_path, c
         assert sweep_script(common + args) == 1
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], lines
+
+
+def test_weight_paths_of_a_nonblind_option_resolve_from_any_directory(tmp_path, monkeypatch):
+    """The backbone's and the refiner's frozen clean-path checkpoints of an option file are found
+    beside the file's project when the command runs elsewhere (as the sweep and the engine read them)."""
+    from cfsrdelta_arch.app.engine import load_option_file, resolved_network_options
+    path = os.path.join(ROOT, 'options', 'train', 'train_CFSRDelta_NonBlind_x3.yml')
+    monkeypatch.chdir(tmp_path)
+    network = resolved_network_options(load_option_file(path), path)
+    assert network['backbone_weights'] == os.path.join(ROOT, 'weights', 'official', 'CFSR_x3.pth')
+    assert network['refiner']['clean_weights'] == os.path.join(ROOT, 'weights', 'cfsrdelta',
+                                                               'CFSRDelta_BPRefineNet_x3.pth')

@@ -281,17 +281,35 @@ def load_inference_network(network_opt, weights, param_key='params'):
         elif not network_opt.get('backbone_weights'):
             raise CheckpointError(f'{weights} holds a refiner only: the backbone weights are needed too '
                                   '(network_g.backbone_weights in the option file)')
-    try:
-        net = build_from_options(network_opt)  # BackboneDelta loads its backbone here (errors name the file)
-    except TypeError as err:  # an argument the arch does not take, e.g. a misspelt option
-        raise ValueError(f'network options {network_opt}: {err}') from None
+    net = build_network(network_opt)
     with naming_checkpoint(weights):
         load_state(net, state)
+    return inference_form(net)
+
+
+def build_network(network_opt):
+    """The network of ``network_opt`` as its arch initialises it (a BackboneDelta loads its backbone
+    here; errors name the file). Raises ValueError (one line) for an argument the arch does not take."""
+    try:
+        return build_from_options(network_opt)
+    except TypeError as err:  # e.g. a misspelt option
+        raise ValueError(f'network options {network_opt}: {err}') from None
+
+
+def inference_form(net):
+    """``net`` in eval mode and deploy form, no parameter requiring grad."""
     net.requires_grad_(False)
     return to_deploy(net.eval())
 
 
-def network_options(opt, path):
+def option_weights(opt, path):
+    """(checkpoint, param key) of ``path.pretrain_network_g`` / ``path.param_key_g`` in the option dict
+    ``opt`` read from ``path`` (the checkpoint found as :func:`resolve_option_path` does; None if unset)."""
+    paths = opt.get('path') or {}
+    return resolve_option_path(paths.get('pretrain_network_g'), path), paths.get('param_key_g') or 'params'
+
+
+def resolved_network_options(opt, path):
     """A copy of ``network_g`` of the option dict ``opt`` (read from ``path``) with the weight files
     it names (a BackboneDelta's backbone, a refiner's frozen clean path) found as
     :func:`resolve_option_path` does."""
@@ -310,10 +328,9 @@ def network_from_option_file(path, weights=None, param_key=None):
     describes (the file is checked before any weights are read)."""
     opt = load_option_file(path)
     scale = option_scale(opt, path)
-    paths = opt.get('path') or {}
-    network_opt = network_options(opt, path)
-    net = load_inference_network(network_opt, weights or resolve_option_path(paths.get('pretrain_network_g'), path),
-                                 param_key or paths.get('param_key_g') or 'params')
+    default_weights, default_key = option_weights(opt, path)
+    net = load_inference_network(resolved_network_options(opt, path), weights or default_weights,
+                                 param_key or default_key)
     return net, scale
 
 

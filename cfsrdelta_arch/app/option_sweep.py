@@ -8,16 +8,19 @@ each LR image of folders made by scripts/make_degraded_lr.py from held-out train
 benchmark); the backbone alone on the same LR is the reference row. Scores are PSNR-Y with
 crop_border = s, as in the robustness table (:func:`cfsrdelta_arch.app.robustness.evaluate_case`).
 """
+import math
 import os
 
 import numpy as np
 import torch
 import yaml
 
-from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
+from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
+from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
 from cfsrdelta_arch.utils.fileio import OptionFileError
-from .engine import (load_inference_network, load_option_file, network_options, nonblind_inputs, option_scale,
-                     resolve_option_path, to_deploy)
+from .engine import (build_network, inference_form, load_inference_network, load_option_file, nonblind_inputs,
+                     option_scale, option_weights, resolved_network_options)
+from .options import check_call
 from .robustness import evaluate_case, find_cases
 
 BACKBONE_ROW = 'backbone alone'
@@ -25,14 +28,25 @@ BACKBONE_ROW = 'backbone alone'
 
 def parse_value(text):
     """A value given on the command line: a number, or YAML (e.g. ``{gaussian8: 1e-3, classical: 1e-2}``)
-    whose number-like strings become floats (YAML 1.1 reads ``1e-3`` as a string)."""
+    whose number-like strings become floats (YAML 1.1 reads ``1e-3`` as a string).
+
+    Raises:
+        OptionFileError: not YAML, or a number that is not finite (nan, inf).
+    """
     def numbers(value):
         if isinstance(value, dict):
             return {k: numbers(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [numbers(v) for v in value]
+        if not isinstance(value, (str, float)):
+            return value
         try:
-            return float(value) if isinstance(value, str) else value
+            number = float(value)
         except ValueError:
             return value
+        if not math.isfinite(number):
+            raise OptionFileError(f'value {text!r}: {value} is not a finite number')
+        return number
 
     try:
         return numbers(yaml.safe_load(text))
@@ -59,32 +73,43 @@ def with_option(network_opt, key, value):
     return opt
 
 
-def build_variant(network_opt, weights, param_key, untrained):
-    """The network of ``network_opt``: with ``weights`` loaded, or as initialised (seed 0) when ``untrained``."""
-    if not untrained:
+def build_variant(network_opt, weights, param_key):
+    """The network of ``network_opt``: with ``weights`` loaded, or as initialised (seed 0, leaving the
+    global random state as it was) when ``weights`` is None."""
+    if weights:
         return load_inference_network(network_opt, weights, param_key)
-    torch.manual_seed(0)
-    net = build_from_options(network_opt)
-    net.requires_grad_(False)
-    return to_deploy(net.eval())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return inference_form(build_network(network_opt))
 
 
 def load_variants(opt_path, key, values, untrained=False):
-    """(scale, {label: network}) of the option file's network at each value of ``key``.
+    """(scale, {label: network}) of the option file's network at each value of ``key``, a dotted option
+    of its NonBlindRefineNet (the variants share the backbone, the reference row).
 
     Raises:
-        OptionFileError: not a BackboneDelta option file, or the key's section is missing.
+        OptionFileError: not a non-blind BackboneDelta, a key outside the refiner or unknown to it, a
+            repeated value.
     """
     opt = load_option_file(opt_path)
     scale = option_scale(opt, opt_path)
-    network_opt = network_options(opt, opt_path)
-    if network_opt.get('type') != BackboneDelta.__name__:
-        raise OptionFileError(f'{opt_path}: network_g is {network_opt.get("type")}; the sweep needs a BackboneDelta')
-    paths = opt.get('path') or {}
-    weights = None if untrained else resolve_option_path(paths.get('pretrain_network_g'), opt_path)
-    param_key = paths.get('param_key_g') or 'params'
-    return scale, {f'{key} = {text}': build_variant(with_option(network_opt, key, parse_value(text)), weights,
-                                                     param_key, untrained) for text in values}
+    network_opt = resolved_network_options(opt, opt_path)
+    refiner = network_opt.get('refiner') if network_opt.get('type') == BackboneDelta.__name__ else None
+    if not isinstance(refiner, dict) or refiner.get('type') != NonBlindRefineNet.__name__:
+        raise OptionFileError(f'{opt_path}: the sweep needs a BackboneDelta with a NonBlindRefineNet refiner')
+    if not key.startswith('refiner.'):
+        raise OptionFileError(f"--key {key}: only the refiner's options are swept (refiner.<option>); the "
+                              'backbone is the reference every variant shares')
+    if len(set(values)) != len(values):
+        raise OptionFileError(f'--values {" ".join(values)}: a value is repeated')
+    weights, param_key = (None, None) if untrained else option_weights(opt, opt_path)
+    variants = {}
+    for text in values:
+        variant = with_option(network_opt, key, parse_value(text))
+        check_call(NonBlindRefineNet, {k: v for k, v in variant['refiner'].items() if k != 'type'},
+                   f'{opt_path}: network_g.refiner')
+        variants[f'{key} = {text}'] = build_variant(variant, weights, param_key)
+    return scale, variants
 
 
 @torch.inference_mode()
@@ -119,6 +144,8 @@ def sweep(variants, scale, hr_folder, degraded_root, settings, kernels=None, noi
         label = f'{case.setting} {case.kernel} n{case.noise:.2f}'
         result = evaluate_case(case, lambda lr: variant_outputs(variants, scale, case, lr), scale,
                                progress and (lambda i, total: progress(f'[{n + 1}/{len(cases)}] {label}', i, total)))
+        if not result:
+            raise FileNotFoundError(f'no LR images in {case.lr_folder}')
         for row, (value, _, _) in result.items():
             psnr.setdefault(row, {})[label] = value
     columns = list(next(iter(psnr.values())))

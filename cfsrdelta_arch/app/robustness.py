@@ -141,7 +141,7 @@ def evaluate_case(case, outputs, scale, progress=None):
         for method, sr in outputs(lr).items():
             img = tensor_to_image(sr, bgr=True)
             scores.setdefault(method, []).append((calculate_psnr(img, hr, scale, test_y_channel=True),
-                                   calculate_ssim(img, hr, scale, test_y_channel=True)))
+                                                  calculate_ssim(img, hr, scale, test_y_channel=True)))
         if progress:
             progress(i + 1, len(names))
     return {m: (float(np.mean([p for p, _ in v])), float(np.mean([s for _, s in v])), len(v)) for m, v in scores.items()}
