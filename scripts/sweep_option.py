@@ -3,7 +3,7 @@
 Builds the option file's BackboneDelta once per value of --key (a dotted path under network_g) and
 prints a table: each variant's PSNR-Y (crop_border = scale) on every degraded folder of held-out
 training images, their mean, and the backbone alone on the same LR. How the non-blind deltas'
-pre-filter λs were chosen (docs/experiments.md #14-#16); never run it on a benchmark set.
+pre-filter λs were chosen (docs/experiments.md #14, #15, #17); never run it on a benchmark set.
 
 Examples (from the repository root, after the val291 folders of the train option's header):
   # before training: the filter and data steps with the bodies as initialised

@@ -1,6 +1,6 @@
 """Sweep one option of a non-blind network over values, scored on degraded validation folders.
 
-How the pre-filter's λs of NonBlindRefineNet were chosen (docs/experiments.md #14, #15, #16): the
+How the pre-filter's λs of NonBlindRefineNet were chosen (docs/experiments.md #14, #15, #17): the
 network of an option file is built once per value of one of its ``network_g`` options (e.g.
 ``refiner.prefilter_noise_lambda``), with its trained weights or, before training, as initialised
 (``untrained``: the filter and the data steps, the bodies' output ~0), and every variant super-resolves
@@ -21,7 +21,7 @@ from cfsrdelta_arch.utils.fileio import OptionFileError
 from .engine import (build_network, inference_form, load_inference_network, load_option_file, nonblind_inputs,
                      option_scale, option_weights, resolved_network_options)
 from .options import check_call
-from .robustness import evaluate_case, find_cases
+from .robustness import degraded_cases, evaluate_case
 
 BACKBONE_ROW = 'backbone alone'
 
@@ -134,9 +134,8 @@ def sweep(variants, scale, hr_folder, degraded_root, settings, kernels=None, noi
     Raises:
         FileNotFoundError: no such folder.
     """
-    name = os.path.basename(os.path.normpath(degraded_root))
-    cases = [case._replace(hr_folder=hr_folder) for case in find_cases(
-        [name], scale, '', os.path.dirname(os.path.normpath(degraded_root)), settings, kernels, noises)]
+    cases = degraded_cases(os.path.basename(os.path.normpath(degraded_root)), hr_folder, degraded_root, scale,
+                           settings, kernels, noises)
     if not cases:
         raise FileNotFoundError(f'no degraded x{scale} folders of {", ".join(settings)} under {degraded_root}')
     psnr = {}

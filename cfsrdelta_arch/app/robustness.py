@@ -62,19 +62,33 @@ def find_cases(sets, scale, benchmark_root, degraded_root, settings=('clean', 'g
             clean = os.path.join(benchmark_root, name, 'LR_bicubic', f'X{scale}')
             if os.path.isdir(clean):
                 cases.append(Case(name, 'clean', 'bicubic', 0.0, clean, hr, '{}x%d' % scale, Degradation()))
-        for setting in settings:
-            folder = os.path.join(degraded_root or '', name, setting, f'x{scale}')
-            if setting == 'clean' or not degraded_root or not os.path.isdir(folder):
+        if degraded_root:
+            cases += degraded_cases(name, hr, os.path.join(degraded_root, name), scale, settings, kernels, noises)
+    return sorted(cases, key=case_order)
+
+
+def degraded_cases(name, hr_folder, root, scale, settings, kernels=None, noises=None):
+    """The cases of the degraded folders ``<root>/<setting>/x<s>/<kernel>_n<σ_n>`` of one set (HR in
+    ``hr_folder``), filtered as :func:`find_cases` does, sorted by setting, kernel and noise; a
+    missing setting is skipped."""
+    cases = []
+    for setting in settings:
+        folder = os.path.join(root, setting, f'x{scale}')
+        if setting == 'clean' or not os.path.isdir(folder):
+            continue
+        for sub in sorted(os.listdir(folder)):
+            kernel, record = read_degradation(os.path.join(folder, sub))
+            if (kernels and record['kernel'] not in kernels) or (
+                    noises is not None and float(record['noise_sigma']) not in noises):
                 continue
-            for sub in sorted(os.listdir(folder)):
-                kernel, record = read_degradation(os.path.join(folder, sub))
-                if (kernels and record['kernel'] not in kernels) or (
-                        noises is not None and float(record['noise_sigma']) not in noises):
-                    continue
-                cases.append(Case(name, setting, record['kernel'], float(record['noise_sigma']),
-                                  os.path.join(folder, sub), hr, '{}',
-                                  Degradation(kernel, float(record['noise_sigma']), setting)))
-    return sorted(cases, key=lambda c: (c.set, c.setting, kernel_order(c.kernel), c.noise))
+            cases.append(Case(name, setting, record['kernel'], float(record['noise_sigma']),
+                              os.path.join(folder, sub), hr_folder, '{}',
+                              Degradation(kernel, float(record['noise_sigma']), setting)))
+    return sorted(cases, key=case_order)
+
+
+def case_order(case):
+    return case.set, case.setting, kernel_order(case.kernel), case.noise
 
 
 def kernel_order(name):
