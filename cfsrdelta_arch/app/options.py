@@ -51,8 +51,8 @@ PAIRED_DATASETS = {
 }
 # Other datasets of the plugin and the keys they need.
 DATASET_KEYS = {'DegradedOnTheFlyDataset': ('dataroot_gt', 'gt_size', 'io_backend.type')}
-# Network options that name a checkpoint file (BackboneDelta).
-WEIGHT_KEYS = ('backbone_weights',)
+# Network options that name a checkpoint file (BackboneDelta's backbone, NonBlindRefineNet's clean path).
+WEIGHT_KEYS = ('backbone_weights', 'clean_weights')
 
 
 def safe_ordered_yaml():
