@@ -187,8 +187,11 @@ def test_clean_lr_runs_the_clean_refiner_per_sample():
         assert (out[1:] - clean[1:]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
         # a delta kernel under the classical model is a shifted sampling, not the clean case
         assert (net(sr, lr, delta[None].expand(3, 25, 25), 0.0, 'classical') - clean).abs().max() > 1e-3
-    with pytest.raises(ValueError, match='larger than pad'):
+    with pytest.raises(ValueError, match='larger than its padding'):
         net(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4, 4), blur[None], 0.0)
+    with torch.no_grad():  # clean LR of that size is the shipped delta's, which takes it
+        small_sr, small_lr = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 4, 4)
+        torch.testing.assert_close(net(small_sr, small_lr), net.clean(small_sr, small_lr), rtol=0, atol=0)
 
 
 def test_noise_free_samples_of_other_models_skip_the_bodies():
@@ -459,10 +462,43 @@ def test_kernel_files_in_every_format(tmp_path):
     np.testing.assert_allclose(load_kernel(str(tmp_path / 'k.mat')), kernel, atol=1e-15)
     np.testing.assert_allclose(load_kernel(str(tmp_path / 'k.png')), png / png.sum(), atol=1e-15)
     np.testing.assert_allclose(load_kernel(KERNELS_FILE), setting_kernels('classical', 4)[0].kernel, atol=1e-7)
+    savemat(tmp_path / 'scalar_first.mat', {'a_scale': 4, 'kernel': kernel})  # a 1 x 1 beside the kernel
+    np.testing.assert_allclose(load_kernel(str(tmp_path / 'scalar_first.mat')), kernel, atol=1e-15)
     np.save(tmp_path / 'even.npy', np.ones((4, 4)))
-    for path, message in ((tmp_path / 'even.npy', 'odd size'), (tmp_path / 'none.npy', 'does not exist')):
-        with pytest.raises((ValueError, FileNotFoundError), match=message):
-            load_kernel(str(path))
+    np.save(tmp_path / 'overflow.npy', np.full((3, 3), 1e308))  # finite weights, infinite sum
+    np.save(tmp_path / 'complex.npy', kernel.astype(complex))
+    (tmp_path / 'empty.npy').write_bytes(b'')
+    savemat(tmp_path / 'empty_cell.mat', {'kernels': np.empty((1, 0), dtype=object)})
+    (tmp_path / 'truncated.mat').write_bytes(b'MATLAB 5.0')
+    for name, message in (('even.npy', 'odd size'), ('none.npy', 'does not exist'), ('overflow.npy', 'finite sum'),
+                          ('complex.npy', 'real numbers'), ('empty.npy', 'kernel file'),
+                          ('empty_cell.mat', 'no 2-D numeric'), ('truncated.mat', 'kernel file')):
+        with pytest.raises((ValueError, FileNotFoundError), match=message) as info:
+            load_kernel(str(tmp_path / name))
+        assert '\n' not in str(info.value) and str(tmp_path / name) in str(info.value)
+
+
+def test_user_kernels_and_noise_levels_are_checked():
+    """What a user hands the non-blind networks (API, CLI) is checked once: a kernel of any positive total is
+    scaled to sum 1, a malformed one is a one-line ValueError instead of a black or white image."""
+    from cfsrdelta_arch.data.degradations import check_noise_sigma, checked_kernel, gaussian_kernel
+    kernel = gaussian_kernel(1.5)
+    np.testing.assert_allclose(checked_kernel(kernel * 10, 'k'), kernel, atol=1e-15)
+    np.testing.assert_allclose(checked_kernel(np.round(kernel * 2000).astype(np.uint8), 'k').sum(), 1.0)
+    bad = {'NaN': np.full((3, 3), np.nan), 'inf': np.full((3, 3), np.inf), 'negative': -kernel,
+           'zero': np.zeros((3, 3)), '3-D': np.ones((3, 3, 3)), 'even': np.ones((2, 2)), 'text': np.array([['a']])}
+    for case, value in bad.items():
+        with pytest.raises(ValueError, match='^k: '):
+            checked_kernel(value, 'k')
+    for sigma in (0, -1, float('nan'), float('inf'), 1e6, 1e-160):  # 1e-160: σ² underflows, 0/0 at the centre
+        with pytest.raises(ValueError, match='Gaussian blur width'):
+            gaussian_kernel(sigma)
+    assert check_noise_sigma(7.65) == 7.65 and check_noise_sigma(np.float32(0)) == 0.0
+    for sigma in (-1, float('nan'), float('inf'), 1e4, np.ones(2), True, '7.65'):
+        with pytest.raises(ValueError, match='noise level'):
+            check_noise_sigma(sigma)
+    with pytest.raises(ValueError, match='does not fit the 8x8 HR image'):
+        p2o(torch.ones(1, 1, 9, 9), (8, 8))
 
 
 def test_cli_takes_the_degradation(tmp_path, capsys):
@@ -493,6 +529,27 @@ def test_cli_takes_the_degradation(tmp_path, capsys):
     out = SREngine.from_option_file(usrnet, device='cpu', degradation=Degradation(gaussian_kernel(2.2), 0.0)).enhance(
         lr, channel_order='bgr')
     assert out.shape == (80, 96, 3)
+    # the engine scales a kernel to sum 1 and refuses what it cannot use, in one line
+    scaled = SREngine.from_option_file(opt, device='cpu', degradation=Degradation(gaussian_kernel(2.2) * 10, 2.55))
+    assert np.array_equal(scaled.enhance(lr, channel_order='bgr'), engine.enhance(lr, channel_order='bgr'))
+    for degradation, message in ((Degradation(np.full((5, 5), np.nan)), 'Degradation.kernel'),
+                                 (Degradation(None, float('inf')), 'noise level'),
+                                 ((gaussian_kernel(2.2), 0.0, 'gaussian8'), 'must be a cfsrdelta_arch.Degradation')):
+        with pytest.raises(ValueError, match=message):
+            SREngine.from_option_file(opt, device='cpu', degradation=degradation)
+    with pytest.raises(ValueError, match='does not fit'):  # a kernel wider than the (padded) image
+        engine_wide = SREngine.from_option_file(opt, device='cpu', degradation=Degradation(np.ones((201, 201))))
+        engine_wide.enhance(lr, channel_order='bgr')
+    for image, message in ((lr / 1.0, 'must be in \\[0, 1\\]'), (np.full((8, 8, 3), np.nan), 'NaN'),
+                           (np.zeros((0, 0, 3), np.uint8), 'empty')):
+        with pytest.raises(ValueError, match=message):
+            engine.enhance(image, channel_order='bgr')
+    for flag, value in (('--noise', 'inf'), ('--blur-sigma', '1e-160')):
+        capsys.readouterr()
+        assert main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'o3'), '--opt', opt, '--device', 'cpu',
+                     flag, value]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ('noise level' in err[0] or 'Gaussian blur width' in err[0]), err
 
 
 def test_option_sweep_scores_each_value_of_one_option(tmp_path, backbone_path, capsys):  # noqa: F811

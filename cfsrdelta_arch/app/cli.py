@@ -55,6 +55,8 @@ import sys
 import tempfile
 import traceback
 
+import cv2
+
 from cfsrdelta_arch.app.backends import BACKENDS
 from cfsrdelta_arch.app.engine import ALPHA_MODES, Degradation, SREngine
 from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS
@@ -292,6 +294,8 @@ def infer(args):
     from tqdm import tqdm
 
     keep_freed_memory_for_reuse()
+    # an unreadable image is reported by the CLI in one line; OpenCV would add its own log lines first
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     check_writable_folder(args.output, f'-o {args.output}')
     inputs = list_inputs(args.input)
     jobs, errors = plan_outputs(inputs, args.output, args.suffix, args.ext)
@@ -329,8 +333,6 @@ def main(argv=None):
         parser.error('--tile, --tile-overlap and --threads must be >= 0')
     if args.kernel and args.blur_sigma is not None:
         parser.error('give either --kernel FILE or --blur-sigma S, not both')
-    if (args.noise is not None and args.noise < 0) or (args.blur_sigma is not None and args.blur_sigma <= 0):
-        parser.error('--noise must be >= 0 and --blur-sigma > 0')
     return run_main(infer, args)
 
 

@@ -31,6 +31,7 @@ from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_o
 from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS, degradation_psf, pad_like_degradation
 from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
 from cfsrdelta_arch.archs.usrnet_arch import USRNet
+from cfsrdelta_arch.data.degradations import check_noise_sigma, checked_kernel
 from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
 from cfsrdelta_arch.utils.image_io import image_tensor_view, tensor_to_image, tile_to_float
 from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
@@ -40,13 +41,26 @@ from cfsrdelta_arch.app.backends import BACKENDS, make_backend
 ALPHA_MODES = ('bicubic', 'network')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 PIL_MODES = ('L', 'LA', 'RGB', 'RGBA', 'I;16')  # np.asarray/Image.fromarray map them to the array layouts
+# Float samples are clamped to [0, 1]; beyond this range they are 0-255 / 0-65535 data passed as float.
+FLOAT_SAMPLE_RANGE = (-1.0, 2.0)
 
 SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
 
-# What a non-blind network is told about its LR: the blur kernel (float (k, k) array summing to 1, odd
-# size; None: no blur), the noise level σ_n on the 0-255 scale, and the degradation model
+# What a non-blind network is told about its LR: the blur kernel (non-negative (k, k) array of odd size,
+# normalised to sum 1 by the engine; None: no blur), the noise level σ_n in [0, 255], and the degradation model
 # ('gaussian8': blur then MATLAB bicubic; 'classical': blur then [0::s, 0::s]; docs/degradation_protocol.md).
 Degradation = namedtuple('Degradation', 'kernel noise_sigma model', defaults=(None, 0.0, 'gaussian8'))
+
+
+def check_float_samples(x):
+    """One-line ValueError when a float image (numpy array or tensor) has NaN/infinite samples or lies far
+    outside [0, 1] (:data:`FLOAT_SAMPLE_RANGE`: a forgotten division by 255 would give a white output)."""
+    low, high = float(x.min()), float(x.max())  # NaN propagates through both
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError('the image has NaN or infinite samples')
+    if low < FLOAT_SAMPLE_RANGE[0] or high > FLOAT_SAMPLE_RANGE[1]:
+        raise ValueError(f'float samples must be in [0, 1], got {low:g} ... {high:g} (divide 8-bit data by 255, '
+                         '16-bit by 65535)')
 
 
 def nonblind_kind(net):
@@ -58,25 +72,30 @@ def nonblind_kind(net):
     return None
 
 
-def check_degradation(net, degradation, backend, self_ensemble):
-    """One-line ValueError when the network and the degradation do not go together."""
+def checked_degradation(net, degradation, backend, self_ensemble):
+    """``degradation`` with its kernel normalised (:func:`checked_kernel`) and its noise level a float, or a
+    one-line ValueError when it is malformed or does not go with the network."""
     kind, name = nonblind_kind(net), type(net).__name__
     if degradation is not None:
+        if not isinstance(degradation, Degradation):
+            raise ValueError(f'degradation must be a cfsrdelta_arch.Degradation(kernel, noise_sigma, model), '
+                             f'got {type(degradation).__name__}')
         if kind is None:
             raise ValueError(f'{name} is a blind network: a blur kernel / noise level needs a non-blind one '
                              '(options/test/test_CFSRDelta_NonBlind_x4.yml or USRNet)')
         if degradation.model not in DEGRADATIONS:
             raise ValueError(f"degradation model must be one of {', '.join(DEGRADATIONS)}, got {degradation.model!r}")
-        if not degradation.noise_sigma >= 0:
-            raise ValueError(f'the noise level must be >= 0 (0-255 scale), got {degradation.noise_sigma}')
         if self_ensemble:
             raise ValueError('self-ensemble with a blur kernel is not supported (the kernel would have to follow '
                              'every flip); leave it out')
+        kernel = None if degradation.kernel is None else checked_kernel(degradation.kernel, 'Degradation.kernel')
+        degradation = Degradation(kernel, check_noise_sigma(degradation.noise_sigma), degradation.model)
     elif kind == 'usrnet':
         raise ValueError('USRNet needs the degradation of its input: give the blur kernel (--kernel FILE or '
                          '--blur-sigma S) and the noise level (--noise)')
     if kind and backend != 'torch':
         raise ValueError(f"non-blind networks ({name}) run on the torch backend only, not '{backend}'")
+    return degradation
 
 
 def nonblind_inputs(kind, degradation, batch, scale, device):
@@ -362,7 +381,7 @@ class SREngine:
                  self_ensemble=False, alpha_mode='bicubic', backend='torch', threads=0, degradation=None):
         if alpha_mode not in ALPHA_MODES:
             raise ValueError(f"alpha_mode must be one of {ALPHA_MODES}, got '{alpha_mode}'")
-        check_degradation(net, degradation, backend, self_ensemble)
+        degradation = checked_degradation(net, degradation, backend, self_ensemble)
         self.device = resolve_device(device, backend)
         self.net = net.to(self.device).eval()
         self.backend = make_backend(backend, self.net, self.device, threads)
@@ -515,6 +534,9 @@ class SREngine:
             raise ValueError(f'expected a tensor (N, 3, H, W) or (3, H, W), got {tuple(x.shape)}')
         if not x.is_floating_point():
             raise TypeError(f'expected a float tensor in [0, 1], got {x.dtype} (divide by 255 or 65535 first)')
+        if min(x.shape[-2:]) == 0:
+            raise ValueError(f'the image is empty: {tuple(x.shape)}')
+        check_float_samples(x)
         lr = x.reshape((-1,) + tuple(x.shape[-3:]))
         lr = lr.flip(1) if bgr else lr
         sr = self.sr_tensor(lr)
@@ -527,6 +549,10 @@ class SREngine:
             raise ValueError(f'expected an array (H, W), (H, W, 2), (H, W, 3) or (H, W, 4), got {img.shape}')
         if img.dtype not in (np.uint8, np.uint16) and not np.issubdtype(img.dtype, np.floating):
             raise TypeError(f'expected uint8, uint16 or float (in [0, 1]) samples, got {img.dtype}')
+        if min(img.shape[:2]) == 0:
+            raise ValueError(f'the image is empty: {img.shape}')
+        if np.issubdtype(img.dtype, np.floating):
+            check_float_samples(img)
         out = np.empty((img.shape[0] * self.scale, img.shape[1] * self.scale) + img.shape[2:], img.dtype)
         if img.ndim == 2:
             self._sr_into(img, out)

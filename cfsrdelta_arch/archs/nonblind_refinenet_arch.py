@@ -142,7 +142,11 @@ class NonBlindRefineNet(nn.Module):
 
     def _pad(self, x, pixels, names):
         """Pad (N, C, H, W) by ``pixels`` on every side, each sample as its degradation model's LR continues
-        (:func:`pad_like_degradation`: circular for 'classical', symmetric for 'gaussian8')."""
+        (:func:`pad_like_degradation`: circular for 'classical', symmetric for 'gaussian8'). Only degraded
+        samples are padded: clean LR of any size goes to the shipped delta."""
+        if min(x.shape[-2:]) <= pixels:
+            raise ValueError(f'NonBlindRefineNet: a degraded input of {tuple(x.shape[-2:])} pixels must be larger '
+                             f'than its padding ({pixels})')
         if len(set(names)) == 1:  # one model (every inference call): pad once
             return pad_like_degradation(x, pixels, names[0])
         circular = torch.tensor([n == 'classical' for n in names], device=x.device)
@@ -167,8 +171,6 @@ class NonBlindRefineNet(nn.Module):
 
     def _degradation(self, lr, kernel, sigma, degradation):
         """Per-sample (kernel (N, 1, k, k), σ (N, 1, 1, 1), model names, clean (N,) bool) of :meth:`forward`'s arguments."""
-        if min(lr.shape[-2:]) <= self.pad:
-            raise ValueError(f'NonBlindRefineNet: LR {tuple(lr.shape[-2:])} must be larger than pad={self.pad}')
         n = lr.shape[0]
         names = check_degradations(degradation, n)
         if kernel is None:

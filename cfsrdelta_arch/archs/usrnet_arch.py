@@ -90,7 +90,14 @@ def p2o(kernel, shape):
 
     Returns:
         Tensor: complex (N, 1, H, W); multiplying an image's FFT by it is circular convolution.
+
+    Raises:
+        ValueError: the kernel is larger than ``shape``.
     """
+    if kernel.shape[-2] > shape[0] or kernel.shape[-1] > shape[1]:
+        raise ValueError(f'the blur kernel ({kernel.shape[-2]}x{kernel.shape[-1]} HR pixels with the degradation '
+                         f'model) does not fit the {shape[0]}x{shape[1]} HR image it blurs: use a smaller kernel '
+                         'or a larger image (or tile)')
     otf = kernel.new_zeros(kernel.shape[:-2] + tuple(shape))
     otf[..., :kernel.shape[-2], :kernel.shape[-1]] = kernel
     otf = torch.roll(otf, (-(kernel.shape[-2] // 2), -(kernel.shape[-1] // 2)), dims=(-2, -1))

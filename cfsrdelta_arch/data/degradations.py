@@ -36,6 +36,8 @@ GAUSSIAN8_SIZE = 21
 # Source: the USRNet / KAIR repositories (MIT licence, Kai Zhang); see README, "Data".
 KERNELS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels', 'kernels_12.mat')
 NOISE_SEED = 0  # the generator is re-seeded with it for every image
+# Widest Gaussian a user may ask for (a 241-pixel kernel); the protocol's widest is 3.2 (x4).
+GAUSSIAN_SIGMA_MAX = 40.0
 KERNEL_FILE_NAME, RECORD_FILE_NAME = 'kernel.npy', 'degradation.json'
 
 Kernel = namedtuple('Kernel', 'name kernel sigma')  # sigma: σ_k of a gaussian8 kernel, else None
@@ -218,20 +220,60 @@ def write_degraded_sets(hr_paths, hr_folder, out_root, setting, scales, noise_si
     return written
 
 
+def checked_kernel(kernel, source):
+    """A user's blur kernel as float64 (k, k) normalised to sum 1, or a one-line ValueError starting with
+    ``source``: it must be a real 2-D array, square with an odd size, finite, non-negative, with a finite
+    positive sum (a kernel of any total, e.g. an 8-bit image, is scaled to sum 1)."""
+    kernel = np.asarray(kernel)
+    if not (np.issubdtype(kernel.dtype, np.integer) or np.issubdtype(kernel.dtype, np.floating)):
+        raise ValueError(f'{source}: the kernel must hold real numbers, got {kernel.dtype}')
+    kernel = kernel.astype(np.float64)
+    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
+        raise ValueError(f'{source}: the kernel must be square with an odd size, got {kernel.shape}')
+    with np.errstate(over='ignore'):  # an overflowing sum is refused below
+        total = kernel.sum()
+    if not np.isfinite(kernel).all() or kernel.min() < 0 or not 0 < total < np.inf:
+        raise ValueError(f'{source}: the weights must be finite, non-negative and not all zero, with a finite sum')
+    return kernel / total
+
+
 def gaussian_kernel(sigma):
-    """Isotropic Gaussian blur kernel of width ``sigma`` (HR pixels), float64 (k, k) summing to 1, with
-    k = 2·ceil(3σ) + 1 (>= 3), via BasicSR's ``bivariate_Gaussian``."""
-    if not sigma > 0:
-        raise ValueError(f'the Gaussian blur width must be > 0 HR pixels, got {sigma}')
-    return bivariate_Gaussian(max(3, 2 * int(np.ceil(3 * sigma)) + 1), sigma, sigma, 0, isotropic=True)
+    """Isotropic Gaussian blur kernel of width ``sigma`` (HR pixels, in (0, GAUSSIAN_SIGMA_MAX]), float64
+    (k, k) summing to 1, with k = 2·ceil(3σ) + 1 (>= 3), via BasicSR's ``bivariate_Gaussian``."""
+    if not 0 < sigma <= GAUSSIAN_SIGMA_MAX:
+        raise ValueError(f'the Gaussian blur width must be in (0, {GAUSSIAN_SIGMA_MAX:g}] HR pixels, got {sigma}')
+    # a width so small that σ² underflows gives 0/0 at the centre: the check names it
+    return checked_kernel(bivariate_Gaussian(max(3, 2 * int(np.ceil(3 * sigma)) + 1), sigma, sigma, 0, isotropic=True),
+                          f'Gaussian blur width {sigma}')
+
+
+def check_noise_sigma(sigma):
+    """The noise level σ_n (0-255 scale) as a float, or a one-line ValueError unless it is a real number in
+    [0, 255] (a noise deviation beyond the whole range is a unit mistake)."""
+    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.integer, np.floating)):
+        raise ValueError(f'the noise level must be a number (σ_n on the 0-255 scale), got {type(sigma).__name__}')
+    if not 0 <= sigma <= 255:
+        raise ValueError(f'the noise level must be in [0, 255] (σ_n on the 0-255 scale), got {sigma}')
+    return float(sigma)
+
+
+def mat_kernel(path):
+    """The kernel of a MATLAB file: the first 2-D numeric variable, or the first element of a cell array such
+    as USRNet's ``kernels``; a 1 x 1 variable (a scale or σ saved beside the kernel) only when nothing
+    larger is there."""
+    found = [v for k, v in scipy.io.loadmat(path).items() if not k.startswith('__')]
+    found = [v.flat[0] if v.dtype == object and v.size else v for v in found]
+    arrays = [np.asarray(v) for v in found if np.ndim(v) == 2 and np.issubdtype(np.asarray(v).dtype, np.number)]
+    if not arrays:
+        raise ValueError('no 2-D numeric variable in it')
+    return next((a for a in arrays if a.size > 1), arrays[0])
 
 
 def load_kernel(path):
-    """A blur kernel from a file, float64 (k, k), normalised to sum 1.
+    """A blur kernel from a file, float64 (k, k), normalised to sum 1 (:func:`checked_kernel`).
 
-    Formats: ``.npy`` (a 2-D array), ``.mat`` (MATLAB: the first 2-D numeric variable, or the first
-    cell of a cell array such as USRNet's ``kernels``), or an image (a grayscale PNG/TIFF/..., the
-    pixel values as weights). The kernel must be square with an odd size, non-negative, and not all zero.
+    Formats: ``.npy`` (a 2-D array), ``.mat`` (:func:`mat_kernel`), or an image (a grayscale
+    PNG/TIFF/..., the pixel values as weights).
 
     Raises:
         FileNotFoundError / ValueError: one line naming the file.
@@ -243,20 +285,12 @@ def load_kernel(path):
         if ext == '.npy':
             kernel = np.load(path, allow_pickle=False)
         elif ext == '.mat':
-            found = [v for k, v in scipy.io.loadmat(path).items() if not k.startswith('__')]
-            found = [v.flat[0] if v.dtype == object else v for v in found]
-            kernel = next((v for v in found if np.ndim(v) == 2 and np.issubdtype(np.asarray(v).dtype, np.number)), None)
-            if kernel is None:
-                raise ValueError('no 2-D numeric variable in it')
+            kernel = mat_kernel(path)
         else:
             kernel = cv2.imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
             if kernel is None:
                 raise ValueError('not a readable image, .npy or .mat file')
-    except (OSError, ValueError) as err:
-        raise ValueError(f'kernel file {path}: {str(err).splitlines()[0]}') from None
-    kernel = np.asarray(kernel, dtype=np.float64)
-    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
-        raise ValueError(f'kernel file {path}: the kernel must be square with an odd size, got {kernel.shape}')
-    if not np.isfinite(kernel).all() or kernel.min() < 0 or kernel.sum() <= 0:
-        raise ValueError(f'kernel file {path}: the weights must be finite, non-negative and not all zero')
-    return kernel / kernel.sum()
+    except Exception as err:  # numpy and scipy raise many types (EOFError, MatReadError, ...) for a bad file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f'kernel file {path}: {reason}') from None
+    return checked_kernel(kernel, f'kernel file {path}')
