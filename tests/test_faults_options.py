@@ -308,6 +308,10 @@ MISTAKES = [
      ['train.scheduler', "did you mean 'CosineAnnealingRestartLR'"]),
     ('scheduler_option_missing', True, {'train.scheduler.milestones': DROP}, OptionFileError,
      ['train.scheduler (MultiStepLR)', "'milestones'"]),
+    ('lr_as_text', True, {'train.optim_g.lr': '5e-5'}, OptionFileError,  # PyYAML: 5e-5 without a dot is a string
+     ['train.optim_g.lr', "the text '5e-5'", '!!float 5e-5']),
+    ('scheduler_number_as_text', True, {'train.scheduler.gamma': '1e-1'}, OptionFileError,
+     ['train.scheduler.gamma', "the text '1e-1'"]),
     ('no_total_iter', True, {'train.total_iter': DROP}, OptionFileError, ['missing key train.total_iter']),
     ('no_train_set', True, {'datasets.train': DROP}, OptionFileError, ['missing key datasets.train']),
     ('missing_lr_folder', False, {'datasets.test_1.dataroot_lq': '/nonexistent/LR'}, OptionFileError,

@@ -189,6 +189,20 @@ def check_registered(registry, kind, name, where):
     check_name(name, registered_names(registry), kind, where)
 
 
+def check_numbers_not_text(section, where):
+    """Raise :class:`OptionFileError` for an option whose value is a number written as text: PyYAML reads
+    ``5e-5`` (no dot) as a string, as BasicSR's ``--force_yml`` does, and torch fails on it mid-setup."""
+    for key, value in section.items():
+        if key == 'type' or not isinstance(value, str):
+            continue
+        try:
+            float(value)
+        except ValueError:
+            continue
+        raise OptionFileError(f"{where}.{key} is the text '{value}', not a number (write !!float {value}, "
+                              'or a decimal point: 0.00005)')
+
+
 def check_optimization(train):
     """``train.optim_*`` (any torch.optim optimizer, see TTASRModel) and ``train.scheduler`` (one of
     BasicSR's): names and options, checked like the registry sections."""
@@ -198,8 +212,11 @@ def check_optimization(train):
             check_section(section, f'train.{key}', 'optimizer', optimizer_names(),
                           lambda name: getattr(torch.optim, name), {'params': None},
                           missing='is not in torch.optim', **wording)
-    check_section(option(train, 'scheduler', 'train.'), 'train.scheduler', 'scheduler', SCHEDULERS, SCHEDULERS.get,
+            check_numbers_not_text(section, f'train.{key}')
+    scheduler = option(train, 'scheduler', 'train.')
+    check_section(scheduler, 'train.scheduler', 'scheduler', SCHEDULERS, SCHEDULERS.get,
                   {'optimizer': None}, missing="is not one of BasicSR's", **wording)
+    check_numbers_not_text(scheduler, 'train.scheduler')
 
 
 def registered_class(registry, name):
