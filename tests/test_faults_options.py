@@ -311,7 +311,9 @@ MISTAKES = [
     ('lr_as_text', True, {'train.optim_g.lr': '5e-5'}, OptionFileError,  # PyYAML: 5e-5 without a dot is a string
      ['train.optim_g.lr', "the text '5e-5'", '!!float 5e-5']),
     ('scheduler_number_as_text', True, {'train.scheduler.gamma': '1e-1'}, OptionFileError,
-     ['train.scheduler.gamma', "the text '1e-1'"]),
+     ['train.scheduler.gamma', "the text '1e-1'", 'write 0.1']),
+    ('milestone_as_text', True, {'train.scheduler.milestones': ['2e5']}, OptionFileError,  # the rate would never decay
+     ['train.scheduler.milestones[0]', "the text '2e5'", 'write 200000']),
     ('no_total_iter', True, {'train.total_iter': DROP}, OptionFileError, ['missing key train.total_iter']),
     ('no_train_set', True, {'datasets.train': DROP}, OptionFileError, ['missing key datasets.train']),
     ('missing_lr_folder', False, {'datasets.test_1.dataroot_lq': '/nonexistent/LR'}, OptionFileError,

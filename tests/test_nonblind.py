@@ -481,10 +481,17 @@ def test_kernel_files_in_every_format(tmp_path):
 def test_user_kernels_and_noise_levels_are_checked():
     """What a user hands the non-blind networks (API, CLI) is checked once: a kernel of any positive total is
     scaled to sum 1, a malformed one is a one-line ValueError instead of a black or white image."""
+    from basicsr.data.degradations import bivariate_Gaussian
     from cfsrdelta_arch.data.degradations import check_noise_sigma, checked_kernel, gaussian_kernel
     kernel = gaussian_kernel(1.5)
+    assert np.array_equal(kernel, bivariate_Gaussian(11, 1.5, 1.5, 0, isotropic=True))  # kept as BasicSR made it
+    shipped = setting_kernels('classical', 4)[0].kernel  # float32-stored: kept, not renormalised
+    assert np.array_equal(checked_kernel(shipped, 'k'), shipped)
     np.testing.assert_allclose(checked_kernel(kernel * 10, 'k'), kernel, atol=1e-15)
     np.testing.assert_allclose(checked_kernel(np.round(kernel * 2000).astype(np.uint8), 'k').sum(), 1.0)
+    np.testing.assert_allclose(checked_kernel(np.ones((3, 3), bool), 'k'), np.full((3, 3), 1 / 9))
+    for tensor in (torch.tensor(kernel, requires_grad=True), torch.tensor(kernel).bfloat16()):
+        np.testing.assert_allclose(checked_kernel(tensor, 'k'), kernel, atol=1e-2)
     bad = {'NaN': np.full((3, 3), np.nan), 'inf': np.full((3, 3), np.inf), 'negative': -kernel,
            'zero': np.zeros((3, 3)), '3-D': np.ones((3, 3, 3)), 'even': np.ones((2, 2)), 'text': np.array([['a']])}
     for case, value in bad.items():
@@ -494,10 +501,11 @@ def test_user_kernels_and_noise_levels_are_checked():
         with pytest.raises(ValueError, match='Gaussian blur width'):
             gaussian_kernel(sigma)
     assert check_noise_sigma(7.65) == 7.65 and check_noise_sigma(np.float32(0)) == 0.0
-    for sigma in (-1, float('nan'), float('inf'), 1e4, np.ones(2), True, '7.65'):
+    assert check_noise_sigma(torch.tensor(7.65, dtype=torch.float64)) == 7.65 and check_noise_sigma(np.array(5)) == 5.0
+    for sigma in (-1, float('nan'), float('inf'), 1e4, np.ones(2), torch.ones(2), True, '7.65'):
         with pytest.raises(ValueError, match='noise level'):
             check_noise_sigma(sigma)
-    with pytest.raises(ValueError, match='does not fit the 8x8 HR image'):
+    with pytest.raises(ValueError, match='larger than the 8x8 HR image'):
         p2o(torch.ones(1, 1, 9, 9), (8, 8))
 
 
@@ -537,19 +545,24 @@ def test_cli_takes_the_degradation(tmp_path, capsys):
                                  ((gaussian_kernel(2.2), 0.0, 'gaussian8'), 'must be a cfsrdelta_arch.Degradation')):
         with pytest.raises(ValueError, match=message):
             SREngine.from_option_file(opt, device='cpu', degradation=degradation)
-    with pytest.raises(ValueError, match='does not fit'):  # a kernel wider than the (padded) image
+    with pytest.raises(ValueError, match='is larger than the'):  # a kernel wider than the (padded) image
         engine_wide = SREngine.from_option_file(opt, device='cpu', degradation=Degradation(np.ones((201, 201))))
         engine_wide.enhance(lr, channel_order='bgr')
     for image, message in ((lr / 1.0, 'must be in \\[0, 1\\]'), (np.full((8, 8, 3), np.nan), 'NaN'),
-                           (np.zeros((0, 0, 3), np.uint8), 'empty')):
+                           (np.zeros((0, 0, 3), np.uint8), 'empty'), (torch.full((1, 3, 8, 8), np.nan), 'NaN'),
+                           (torch.rand(0, 3, 8, 8), 'empty')):
         with pytest.raises(ValueError, match=message):
             engine.enhance(image, channel_order='bgr')
-    for flag, value in (('--noise', 'inf'), ('--blur-sigma', '1e-160')):
+    assert engine.enhance(np.full((20, 24, 3), 1.05), channel_order='bgr').max() <= 1  # overshoot is tolerated
+    for flag, value, message in (('--noise', 'inf', 'noise level'), ('--noise', '-1', 'noise level'),
+                                 ('--blur-sigma', '1e-160', 'Gaussian blur width'),
+                                 ('--blur-sigma', '50', 'Gaussian blur width')):
         capsys.readouterr()
-        assert main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'o3'), '--opt', opt, '--device', 'cpu',
-                     flag, value]) == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and ('noise level' in err[0] or 'Gaussian blur width' in err[0]), err
+        with pytest.raises(SystemExit) as info:  # argparse's status for a bad argument, before any work
+            main(['-i', str(tmp_path / 'in'), '-o', str(tmp_path / 'o3'), '--opt', opt, flag, value])
+        assert info.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f'cfsrdelta-infer: error: {flag}: ') and message in last, last
 
 
 def test_option_sweep_scores_each_value_of_one_option(tmp_path, backbone_path, capsys):  # noqa: F811

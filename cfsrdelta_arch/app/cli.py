@@ -60,7 +60,7 @@ import cv2
 from cfsrdelta_arch.app.backends import BACKENDS
 from cfsrdelta_arch.app.engine import ALPHA_MODES, Degradation, SREngine
 from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS
-from cfsrdelta_arch.data.degradations import gaussian_kernel, load_kernel
+from cfsrdelta_arch.data.degradations import check_noise_sigma, gaussian_kernel, load_kernel
 from cfsrdelta_arch.data.lr_generation import list_images
 from cfsrdelta_arch.utils.allocator import keep_freed_memory_for_reuse
 from cfsrdelta_arch.utils.image_io import read_image, write_image
@@ -294,8 +294,6 @@ def infer(args):
     from tqdm import tqdm
 
     keep_freed_memory_for_reuse()
-    # an unreadable image is reported by the CLI in one line; OpenCV would add its own log lines first
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     check_writable_folder(args.output, f'-o {args.output}')
     inputs = list_inputs(args.input)
     jobs, errors = plan_outputs(inputs, args.output, args.suffix, args.ext)
@@ -333,7 +331,20 @@ def main(argv=None):
         parser.error('--tile, --tile-overlap and --threads must be >= 0')
     if args.kernel and args.blur_sigma is not None:
         parser.error('give either --kernel FILE or --blur-sigma S, not both')
-    return run_main(infer, args)
+    checks = (('--noise', args.noise, check_noise_sigma), ('--blur-sigma', args.blur_sigma, gaussian_kernel))
+    for flag, value, check in checks:
+        try:
+            if value is not None:
+                check(value)
+        except ValueError as err:
+            parser.error(f'{flag}: {err}')
+    # an unreadable image is reported in one line; OpenCV would print its own log lines first
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return run_main(infer, args)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 if __name__ == '__main__':

@@ -27,7 +27,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from PIL import Image
 
-from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta, build_from_options
+from cfsrdelta_arch.archs.backbone_delta_arch import WEIGHT_OPTIONS, BackboneDelta, build_from_options
 from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS, degradation_psf, pad_like_degradation
 from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
 from cfsrdelta_arch.archs.usrnet_arch import USRNet
@@ -41,7 +41,8 @@ from cfsrdelta_arch.app.backends import BACKENDS, make_backend
 ALPHA_MODES = ('bicubic', 'network')
 CHANNEL_ORDERS = ('rgb', 'bgr')
 PIL_MODES = ('L', 'LA', 'RGB', 'RGBA', 'I;16')  # np.asarray/Image.fromarray map them to the array layouts
-# Float samples are clamped to [0, 1]; beyond this range they are 0-255 / 0-65535 data passed as float.
+# Float inputs belong in [0, 1] (a little beyond is tolerated, outputs are clipped); beyond this range they
+# are 0-255 / 0-65535 data passed as float.
 FLOAT_SAMPLE_RANGE = (-1.0, 2.0)
 
 SCALE_KWARGS = ('upscale', 'scale', 'upscale_factor')
@@ -333,12 +334,14 @@ def resolved_network_options(opt, path):
     it names (a BackboneDelta's backbone, a refiner's frozen clean path) found as
     :func:`resolve_option_path` does."""
     network_opt = copy.deepcopy(opt['network_g'])
-    sections = [(network_opt, 'backbone_weights')]
-    if isinstance(network_opt.get('refiner'), dict):
-        sections.append((network_opt['refiner'], 'clean_weights'))
-    for section, key in sections:
-        if section.get(key):
-            section[key] = resolve_option_path(section[key], path)
+
+    def resolve(section):
+        for key, value in section.items():
+            if isinstance(value, dict):
+                resolve(value)
+            elif key in WEIGHT_OPTIONS and value:
+                section[key] = resolve_option_path(value, path)
+    resolve(network_opt)
     return network_opt
 
 
@@ -534,7 +537,7 @@ class SREngine:
             raise ValueError(f'expected a tensor (N, 3, H, W) or (3, H, W), got {tuple(x.shape)}')
         if not x.is_floating_point():
             raise TypeError(f'expected a float tensor in [0, 1], got {x.dtype} (divide by 255 or 65535 first)')
-        if min(x.shape[-2:]) == 0:
+        if x.numel() == 0:
             raise ValueError(f'the image is empty: {tuple(x.shape)}')
         check_float_samples(x)
         lr = x.reshape((-1,) + tuple(x.shape[-3:]))

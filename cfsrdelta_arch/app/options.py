@@ -23,9 +23,11 @@ import basicsr
 import basicsr.test
 import basicsr.train
 import basicsr.utils.options as basicsr_options
+import numpy as np
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
+from cfsrdelta_arch.archs.backbone_delta_arch import WEIGHT_OPTIONS
 from cfsrdelta_arch.app.distributed import DistributedSetupError, init_dist, uses_cuda
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError, checked_pairs
 from cfsrdelta_arch.models.ttasr_model import SCHEDULERS, optimizer_names
@@ -51,8 +53,6 @@ PAIRED_DATASETS = {
 }
 # Other datasets of the plugin and the keys they need.
 DATASET_KEYS = {'DegradedOnTheFlyDataset': ('dataroot_gt', 'gt_size', 'io_backend.type')}
-# Network options that name a checkpoint file (BackboneDelta's backbone, NonBlindRefineNet's clean path).
-WEIGHT_KEYS = ('backbone_weights', 'clean_weights')
 
 
 def safe_ordered_yaml():
@@ -189,18 +189,24 @@ def check_registered(registry, kind, name, where):
     check_name(name, registered_names(registry), kind, where)
 
 
-def check_numbers_not_text(section, where):
-    """Raise :class:`OptionFileError` for an option whose value is a number written as text: PyYAML reads
-    ``5e-5`` (no dot) as a string, as BasicSR's ``--force_yml`` does, and torch fails on it mid-setup."""
-    for key, value in section.items():
-        if key == 'type' or not isinstance(value, str):
-            continue
+def check_numbers_not_text(value, where):
+    """Raise :class:`OptionFileError` for a number written as text anywhere in ``value`` (a section, a
+    list): PyYAML reads ``5e-5`` (no dot, no exponent sign) as a string, as BasicSR's ``--force_yml``
+    does; torch then fails mid-setup, and ``milestones: [2e5]`` silently never decays the rate."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key != 'type':
+                check_numbers_not_text(item, f'{where}.{key}')
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_numbers_not_text(item, f'{where}[{i}]')
+    elif isinstance(value, str):
         try:
-            float(value)
+            number = float(value)
         except ValueError:
-            continue
-        raise OptionFileError(f"{where}.{key} is the text '{value}', not a number (write !!float {value}, "
-                              'or a decimal point: 0.00005)')
+            return
+        raise OptionFileError(f"{where} is the text '{value}', not a number (write "
+                              f"{np.format_float_positional(number, trim='-')} or !!float {value})")
 
 
 def check_optimization(train):
@@ -268,7 +274,7 @@ def check_network(net_opt, where, scale):
         elif key in ('upscale', 'scale') and isinstance(value, int) and value != scale:
             raise OptionFileError(f'{where}.{key} is {value} but scale is {scale}: they must agree '
                                   '(and match the checkpoint)')
-        elif key in WEIGHT_KEYS and value:
+        elif key in WEIGHT_OPTIONS and value:
             check_checkpoint(value, f'{where}.{key}')
 
 

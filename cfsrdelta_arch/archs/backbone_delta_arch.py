@@ -6,6 +6,9 @@ from cfsrdelta_arch.utils.compat import get_arch, register_arch
 from cfsrdelta_arch.utils.inference import padded_forward
 from cfsrdelta_arch.utils.weights import load_weights
 
+# Network options that name a checkpoint file: BackboneDelta's backbone, NonBlindRefineNet's frozen clean path.
+WEIGHT_OPTIONS = ('backbone_weights', 'clean_weights')
+
 
 def build_from_options(opt):
     """Instantiate a registered arch from an option dict ``{'type': name, **kwargs}``."""

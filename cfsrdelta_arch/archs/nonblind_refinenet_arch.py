@@ -142,8 +142,9 @@ class NonBlindRefineNet(nn.Module):
 
     def _pad(self, x, pixels, names):
         """Pad (N, C, H, W) by ``pixels`` on every side, each sample as its degradation model's LR continues
-        (:func:`pad_like_degradation`: circular for 'classical', symmetric for 'gaussian8'). Only degraded
-        samples are padded: clean LR of any size goes to the shipped delta."""
+        (:func:`pad_like_degradation`: circular for 'classical', symmetric for 'gaussian8'). Called for
+        batches with a degraded sample only (an all-clean batch of any size goes to the shipped delta); the
+        image must be larger than the padding."""
         if min(x.shape[-2:]) <= pixels:
             raise ValueError(f'NonBlindRefineNet: a degraded input of {tuple(x.shape[-2:])} pixels must be larger '
                              f'than its padding ({pixels})')

@@ -95,9 +95,8 @@ def p2o(kernel, shape):
         ValueError: the kernel is larger than ``shape``.
     """
     if kernel.shape[-2] > shape[0] or kernel.shape[-1] > shape[1]:
-        raise ValueError(f'the blur kernel ({kernel.shape[-2]}x{kernel.shape[-1]} HR pixels with the degradation '
-                         f'model) does not fit the {shape[0]}x{shape[1]} HR image it blurs: use a smaller kernel '
-                         'or a larger image (or tile)')
+        raise ValueError(f'the blur PSF ({kernel.shape[-2]}x{kernel.shape[-1]}) is larger than the '
+                         f'{shape[0]}x{shape[1]} HR image it blurs: use a smaller kernel or a larger image')
     otf = kernel.new_zeros(kernel.shape[:-2] + tuple(shape))
     otf[..., :kernel.shape[-2], :kernel.shape[-1]] = kernel
     otf = torch.roll(otf, (-(kernel.shape[-2] // 2), -(kernel.shape[-1] // 2)), dims=(-2, -1))

@@ -19,6 +19,7 @@ from collections import namedtuple
 import cv2
 import numpy as np
 import scipy.io
+import torch
 from basicsr.data.degradations import bivariate_Gaussian
 from basicsr.utils.matlab_functions import imresize
 
@@ -36,6 +37,8 @@ GAUSSIAN8_SIZE = 21
 # Source: the USRNet / KAIR repositories (MIT licence, Kai Zhang); see README, "Data".
 KERNELS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kernels', 'kernels_12.mat')
 NOISE_SEED = 0  # the generator is re-seeded with it for every image
+# A kernel summing to 1 within this is used as given (float32 storage, as kernels_12.mat's, is off by ~1e-7).
+KERNEL_SUM_TOLERANCE = 1e-6
 # Widest Gaussian a user may ask for (a 241-pixel kernel); the protocol's widest is 3.2 (x4).
 GAUSSIAN_SIGMA_MAX = 40.0
 KERNEL_FILE_NAME, RECORD_FILE_NAME = 'kernel.npy', 'degradation.json'
@@ -221,11 +224,15 @@ def write_degraded_sets(hr_paths, hr_folder, out_root, setting, scales, noise_si
 
 
 def checked_kernel(kernel, source):
-    """A user's blur kernel as float64 (k, k) normalised to sum 1, or a one-line ValueError starting with
-    ``source``: it must be a real 2-D array, square with an odd size, finite, non-negative, with a finite
-    positive sum (a kernel of any total, e.g. an 8-bit image, is scaled to sum 1)."""
+    """A user's blur kernel (array-like or tensor) as float64 (k, k) summing to 1, or a one-line ValueError
+    starting with ``source``: it must be a real 2-D array, square with an odd size, finite, non-negative,
+    with a finite positive sum. A kernel of another total (e.g. an 8-bit image) is scaled to sum 1; one
+    that sums to 1 within float32 precision is kept as it is, so the shipped float32 kernels stay the
+    kernels the tables used."""
+    if isinstance(kernel, torch.Tensor):
+        kernel = kernel.detach().to('cpu', torch.float64).numpy()
     kernel = np.asarray(kernel)
-    if not (np.issubdtype(kernel.dtype, np.integer) or np.issubdtype(kernel.dtype, np.floating)):
+    if kernel.dtype.kind not in 'biuf':
         raise ValueError(f'{source}: the kernel must hold real numbers, got {kernel.dtype}')
     kernel = kernel.astype(np.float64)
     if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
@@ -234,7 +241,7 @@ def checked_kernel(kernel, source):
         total = kernel.sum()
     if not np.isfinite(kernel).all() or kernel.min() < 0 or not 0 < total < np.inf:
         raise ValueError(f'{source}: the weights must be finite, non-negative and not all zero, with a finite sum')
-    return kernel / total
+    return kernel if abs(total - 1) <= KERNEL_SUM_TOLERANCE else kernel / total
 
 
 def gaussian_kernel(sigma):
@@ -242,16 +249,22 @@ def gaussian_kernel(sigma):
     (k, k) summing to 1, with k = 2·ceil(3σ) + 1 (>= 3), via BasicSR's ``bivariate_Gaussian``."""
     if not 0 < sigma <= GAUSSIAN_SIGMA_MAX:
         raise ValueError(f'the Gaussian blur width must be in (0, {GAUSSIAN_SIGMA_MAX:g}] HR pixels, got {sigma}')
-    # a width so small that σ² underflows gives 0/0 at the centre: the check names it
+    # BasicSR's kernel sums to 1 and is kept as it is; a width so small that σ² underflows gives 0/0 at
+    # the centre, which the check names
     return checked_kernel(bivariate_Gaussian(max(3, 2 * int(np.ceil(3 * sigma)) + 1), sigma, sigma, 0, isotropic=True),
                           f'Gaussian blur width {sigma}')
 
 
 def check_noise_sigma(sigma):
-    """The noise level σ_n (0-255 scale) as a float, or a one-line ValueError unless it is a real number in
-    [0, 255] (a noise deviation beyond the whole range is a unit mistake)."""
-    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.integer, np.floating)):
-        raise ValueError(f'the noise level must be a number (σ_n on the 0-255 scale), got {type(sigma).__name__}')
+    """The noise level σ_n (0-255 scale; a number, or a 0-d array or tensor) as a float, or a one-line
+    ValueError unless it is a real number in [0, 255] (a deviation beyond the whole range is a unit mistake)."""
+    if isinstance(sigma, torch.Tensor):  # float64 first: numpy has no bfloat16
+        sigma = (sigma.double() if sigma.is_floating_point() else sigma).detach().cpu().numpy()
+    value = np.asarray(sigma)
+    if value.ndim != 0 or value.dtype.kind not in 'iuf':
+        raise ValueError(f'the noise level must be one number (σ_n on the 0-255 scale), got '
+                         f'{type(sigma).__name__} of shape {value.shape}')
+    sigma = float(value)
     if not 0 <= sigma <= 255:
         raise ValueError(f'the noise level must be in [0, 255] (σ_n on the 0-255 scale), got {sigma}')
     return float(sigma)
