@@ -267,7 +267,7 @@ def check_noise_sigma(sigma):
     sigma = float(value)
     if not 0 <= sigma <= 255:
         raise ValueError(f'the noise level must be in [0, 255] (σ_n on the 0-255 scale), got {sigma}')
-    return float(sigma)
+    return sigma
 
 
 def mat_kernel(path):
