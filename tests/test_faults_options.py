@@ -314,6 +314,11 @@ MISTAKES = [
      ['train.scheduler.gamma', "the text '1e-1'", 'write 0.1']),
     ('milestone_as_text', True, {'train.scheduler.milestones': ['2e5']}, OptionFileError,  # the rate would never decay
      ['train.scheduler.milestones[0]', "the text '2e5'", 'write 200000']),
+    ('total_iter_as_text', True, {'train.total_iter': '1e4'}, OptionFileError,  # --force_yml train:total_iter=1e4
+     ['train.total_iter', "the text '1e4'", 'write 10000']),
+    ('loss_weight_as_text', True, {'train.pixel_opt.loss_weight': '1e-2'}, OptionFileError,
+     ['train.pixel_opt.loss_weight', "the text '1e-2'", 'write 0.01']),
+    ('val_freq_as_text', True, {'val.val_freq': '5e3'}, OptionFileError, ['val.val_freq', "the text '5e3'"]),
     ('no_total_iter', True, {'train.total_iter': DROP}, OptionFileError, ['missing key train.total_iter']),
     ('no_train_set', True, {'datasets.train': DROP}, OptionFileError, ['missing key datasets.train']),
     ('missing_lr_folder', False, {'datasets.test_1.dataroot_lq': '/nonexistent/LR'}, OptionFileError,

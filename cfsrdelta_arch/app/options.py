@@ -191,8 +191,8 @@ def check_registered(registry, kind, name, where):
 
 def check_numbers_not_text(value, where):
     """Raise :class:`OptionFileError` for a number written as text anywhere in ``value`` (a section, a
-    list): PyYAML reads ``5e-5`` (no dot, no exponent sign) as a string, as BasicSR's ``--force_yml``
-    does; torch then fails mid-setup, and ``milestones: [2e5]`` silently never decays the rate."""
+    list): PyYAML reads ``5e-5`` (no dot, no exponent sign) as a string, and BasicSR's ``--force_yml``
+    also ``-1``; torch then fails mid-setup, and ``milestones: [2e5]`` silently never decays the rate."""
     if isinstance(value, dict):
         for key, item in value.items():
             if key != 'type':
@@ -218,11 +218,9 @@ def check_optimization(train):
             check_section(section, f'train.{key}', 'optimizer', optimizer_names(),
                           lambda name: getattr(torch.optim, name), {'params': None},
                           missing='is not in torch.optim', **wording)
-            check_numbers_not_text(section, f'train.{key}')
     scheduler = option(train, 'scheduler', 'train.')
     check_section(scheduler, 'train.scheduler', 'scheduler', SCHEDULERS, SCHEDULERS.get,
                   {'optimizer': None}, missing="is not one of BasicSR's", **wording)
-    check_numbers_not_text(scheduler, 'train.scheduler')
 
 
 def registered_class(registry, name):
@@ -353,6 +351,12 @@ def check_options(opt, is_train):
             check_network(option(opt, key), key, scale)
     if is_train:
         check_optimization(opt['train'])
+        # every number of the section (rates, milestones, total_iter, loss weights, EMA decay) and the
+        # loop's frequencies: BasicSR's --force_yml reads '1e4' or '-1' as text, as PyYAML reads 5e-5
+        check_numbers_not_text(opt['train'], 'train')
+        for dotted in ('val.val_freq', 'logger.print_freq', 'logger.save_checkpoint_freq'):
+            parent, _, key = dotted.partition('.')
+            check_numbers_not_text((opt.get(parent) or {}).get(key), dotted)
     for key, section in (opt.get('train') or {}).items():
         if key.endswith('_opt') and isinstance(section, dict):
             check_typed(LOSS_REGISTRY, 'loss', section, f'train.{key}')
