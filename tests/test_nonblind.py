@@ -639,3 +639,31 @@ def test_weight_paths_of_a_nonblind_option_resolve_from_any_directory(tmp_path, 
     assert network['backbone_weights'] == os.path.join(ROOT, 'weights', 'official', 'CFSR_x3.pth')
     assert network['refiner']['clean_weights'] == os.path.join(ROOT, 'weights', 'cfsrdelta',
                                                                'CFSRDelta_BPRefineNet_x3.pth')
+
+
+def test_engine_self_ensemble_flips_the_kernel_with_the_image():
+    """SREngine's x8 self-ensemble on 'gaussian8' LR (flip-symmetric: the bicubic samples block centres)
+    hands each flipped tile the kernel flipped the same way, as the robustness table's x8 row does; on
+    'classical' LR it is refused in one line, also when switched on after construction."""
+    from cfsrdelta_arch.app.engine import Degradation
+    official_weights('CFSR_x4.pth')
+    opt = os.path.join(ROOT, 'options', 'test', 'test_CFSRDelta_NonBlind_x4.yml')
+    motion = setting_kernels('classical', 4)[8].kernel  # k9: a motion blur, not symmetric under flips
+    engine = SREngine.from_option_file(opt, device='cpu', self_ensemble=True,
+                                       degradation=Degradation(motion, 7.65, 'gaussian8'))
+    lr = torch.from_numpy(smooth_image(18, 22, seed=2)).permute(2, 0, 1)[None].float() / 255
+    kernel = torch.from_numpy(engine.degradation.kernel).float()
+    with torch.inference_mode():
+        def run(x, k):
+            return engine.net(x, kernel=k[None], sigma=7.65 / 255, degradation='gaussian8')
+        flipped = self_ensemble(run, lr, kernel).clamp(0, 1)
+        fixed = self_ensemble(lambda x: run(x, kernel), lr).clamp(0, 1)
+    out = engine.sr_tensor(lr)
+    torch.testing.assert_close(out, flipped, atol=1e-5, rtol=0)
+    assert (out - fixed).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="not supported on 'classical' LR"):
+        SREngine.from_option_file(opt, device='cpu', self_ensemble=True, degradation=Degradation(motion, 0, 'classical'))
+    classical = SREngine.from_option_file(opt, device='cpu', degradation=Degradation(motion, 0, 'classical'))
+    classical.self_ensemble = True
+    with pytest.raises(ValueError, match="not supported on 'classical' LR"):
+        classical.sr_tensor(lr)

@@ -34,7 +34,7 @@ from cfsrdelta_arch.archs.usrnet_arch import USRNet
 from cfsrdelta_arch.data.degradations import check_noise_sigma, checked_kernel
 from cfsrdelta_arch.utils.fileio import OptionFileError, load_yaml
 from cfsrdelta_arch.utils.image_io import image_tensor_view, tensor_to_image, tile_to_float
-from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
+from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, self_ensemble, super_resolve
 from cfsrdelta_arch.utils.weights import OFFICIAL_WEIGHTS, CheckpointError, load_state_dict_file, naming_checkpoint
 from cfsrdelta_arch.app.backends import BACKENDS, make_backend
 
@@ -73,7 +73,15 @@ def nonblind_kind(net):
     return None
 
 
-def checked_degradation(net, degradation, backend, self_ensemble):
+def check_ensemble(degradation, ensemble):
+    """One-line ValueError for the x8 self-ensemble on 'classical' LR: a flipped LR samples another corner of
+    each s x s block, which no flipped kernel describes ('gaussian8' is flip-symmetric: the kernel follows)."""
+    if ensemble and degradation is not None and degradation.model == 'classical':
+        raise ValueError("self-ensemble is not supported on 'classical' LR (a flipped LR samples another corner "
+                         'of each s x s block, which no flipped kernel describes); leave it out')
+
+
+def checked_degradation(net, degradation, backend, ensemble):
     """``degradation`` with its kernel normalised (:func:`checked_kernel`) and its noise level a float, or a
     one-line ValueError when it is malformed or does not go with the network."""
     kind, name = nonblind_kind(net), type(net).__name__
@@ -86,9 +94,7 @@ def checked_degradation(net, degradation, backend, self_ensemble):
                              '(options/test/test_CFSRDelta_NonBlind_x4.yml or USRNet)')
         if degradation.model not in DEGRADATIONS:
             raise ValueError(f"degradation model must be one of {', '.join(DEGRADATIONS)}, got {degradation.model!r}")
-        if self_ensemble:
-            raise ValueError('self-ensemble with a blur kernel is not supported (the kernel would have to follow '
-                             'every flip); leave it out')
+        check_ensemble(degradation, ensemble)
         kernel = None if degradation.kernel is None else checked_kernel(degradation.kernel, 'Degradation.kernel')
         degradation = Degradation(kernel, check_noise_sigma(degradation.noise_sigma), degradation.model)
     elif kind == 'usrnet':
@@ -365,7 +371,8 @@ class SREngine:
         device (str | torch.device): 'auto', 'cpu', 'cuda', 'cuda:1', ...
         tile_size (int | None): LR tile size; None or 0 runs whole images (fastest, most memory).
         tile_overlap (int): LR context around each tile (see DEFAULT_TILE_OVERLAP).
-        self_ensemble (bool): average the 8 flip/transpose variants (8x time, ~+0.08 dB).
+        self_ensemble (bool): average the 8 flip/transpose variants (8x time, ~+0.08 dB); with a
+            'gaussian8' degradation the blur kernel is flipped with the image ('classical' is refused).
         alpha_mode (str): how an alpha plane is upscaled: 'bicubic' (cheap, smooth edges) or
             'network' (alpha run through the network like a gray image, sharper edges, twice the
             time).
@@ -424,15 +431,17 @@ class SREngine:
         return (f'SREngine({type(self.net).__name__} x{self.scale}, {self.backend.name} on {self.device}, {tiles}, '
                 f'self-ensemble {"on" if self.self_ensemble else "off"}, alpha {self.alpha_mode})')
 
-    def _forward(self, lr, bgr=False):
+    def _forward(self, lr, kernel=None, bgr=False):
         """The network on one LR tile: (N, 1 or 3, h, w), float in [0, 1] or uint8/uint16, any device ->
         (N, 3, s*h, s*w) float on ``self.device`` (the CPU for onnxruntime/OpenVINO), RGB; a gray tile
-        runs replicated to RGB. ``bgr``: the tile is in OpenCV's order (the network sees RGB; the
-        output stays RGB)."""
+        runs replicated to RGB. ``kernel``: the degradation's blur kernel (k, k) flipped like this tile by
+        the self-ensemble (None: the kernel as given). ``bgr``: the tile is in OpenCV's order (the network
+        sees RGB; the output stays RGB)."""
         lr = tile_to_float(lr.to(self.device), bgr).expand(-1, 3, -1, -1)
         if self.nonblind_kind is None:
             return self.backend(lr)
-        args, kwargs = nonblind_inputs(self.nonblind_kind, self.degradation, lr.shape[0], self.scale, self.device)
+        degradation = self.degradation if kernel is None else self.degradation._replace(kernel=kernel)
+        args, kwargs = nonblind_inputs(self.nonblind_kind, degradation, lr.shape[0], self.scale, self.device)
         return self.backend(lr, *args, **kwargs)
 
     def _run(self, x, store=None, bgr=False):
@@ -444,13 +453,18 @@ class SREngine:
         the whole image by up to the full pixel range near the border. (NonBlindRefineNet pads each
         'gaussian8' window symmetrically, which is that model's continuation where a tile touches the
         border; USRNet does not pad, and its 'gaussian8' tiles are left as they were.)"""
-        forward = functools.partial(self._forward, bgr=bgr)
+        check_ensemble(self.degradation, self.self_ensemble)  # the attribute may have changed since __init__
+        forward, ensemble = functools.partial(self._forward, bgr=bgr), self.self_ensemble
+        if ensemble and self.degradation is not None and self.degradation.kernel is not None:
+            # the blur kernel follows every flip/transpose of the tile ('gaussian8' only: checked_degradation)
+            kernel, unflipped = torch.as_tensor(self.degradation.kernel, dtype=torch.float32), forward
+            forward, ensemble = (lambda tile: self_ensemble(unflipped, tile, kernel)), False
         margin = 0
         if (self.degradation is not None and self.degradation.model == 'classical' and self.tile_size
                 and max(x.shape[-2:]) > self.tile_size):
             margin = self.tile_overlap
             x = pad_like_degradation(x, margin, 'classical')
-        return super_resolve(forward, x, self.scale, self.self_ensemble, self.tile_size, self.tile_overlap,
+        return super_resolve(forward, x, self.scale, ensemble, self.tile_size, self.tile_overlap,
                              store=store, margin=margin)
 
     @torch.inference_mode()
