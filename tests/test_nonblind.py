@@ -667,3 +667,8 @@ def test_engine_self_ensemble_flips_the_kernel_with_the_image():
     classical.self_ensemble = True
     with pytest.raises(ValueError, match="not supported on 'classical' LR"):
         classical.sr_tensor(lr)
+    engine.self_ensemble, engine.tile_size, engine.tile_overlap = False, 4, 2  # 8-pixel windows, padded by 8
+    with pytest.raises(ValueError, match=r'tile_size \(--tile\) 4 with tile_overlap \(--tile-overlap\) 2'):
+        engine.sr_tensor(lr)
+    engine.tile_overlap = 3
+    assert engine.sr_tensor(lr).shape == (1, 3, 72, 88)

@@ -444,6 +444,18 @@ class SREngine:
         args, kwargs = nonblind_inputs(self.nonblind_kind, degradation, lr.shape[0], self.scale, self.device)
         return self.backend(lr, *args, **kwargs)
 
+    def _check_tile_window(self, x):
+        """One-line ValueError naming the tile options when tiling ``x`` would hand the non-blind delta
+        windows no larger than the LR padding of its FFT steps (an image that small is the refiner's own
+        error)."""
+        if self.nonblind_kind != 'delta' or self.degradation is None or not self.tile_size:
+            return
+        window, pad = self.tile_size + 2 * self.tile_overlap, self.net.refiner.pad
+        if window <= pad and window < min(x.shape[-2:]):
+            raise ValueError(f'tile_size (--tile) {self.tile_size} with tile_overlap (--tile-overlap) '
+                             f'{self.tile_overlap} gives {window}-pixel LR windows; the non-blind delta pads '
+                             f'each by {pad} pixels and needs tile_size + 2 * tile_overlap > {pad}')
+
     def _run(self, x, store=None, bgr=False):
         """:func:`super_resolve` with this engine's network, tiling and self-ensemble.
 
@@ -454,6 +466,7 @@ class SREngine:
         'gaussian8' window symmetrically, which is that model's continuation where a tile touches the
         border; USRNet does not pad, and its 'gaussian8' tiles are left as they were.)"""
         check_ensemble(self.degradation, self.self_ensemble)  # the attribute may have changed since __init__
+        self._check_tile_window(x)
         forward, ensemble = functools.partial(self._forward, bgr=bgr), self.self_ensemble
         if ensemble and self.degradation is not None and self.degradation.kernel is not None:
             # the blur kernel follows every flip/transpose of the tile ('gaussian8' only: checked_degradation)
