@@ -319,6 +319,8 @@ MISTAKES = [
     ('loss_weight_as_text', True, {'train.pixel_opt.loss_weight': '1e-2'}, OptionFileError,
      ['train.pixel_opt.loss_weight', "the text '1e-2'", 'write 0.01']),
     ('val_freq_as_text', True, {'val.val_freq': '5e3'}, OptionFileError, ['val.val_freq', "the text '5e3'"]),
+    ('ema_decay_as_text', True, {'train.ema_decay': 'inf'}, OptionFileError,  # not 'write inf': YAML reads it as text
+     ['train.ema_decay', "the text 'inf', not a number (write !!float inf)"]),
     ('no_total_iter', True, {'train.total_iter': DROP}, OptionFileError, ['missing key train.total_iter']),
     ('no_train_set', True, {'datasets.train': DROP}, OptionFileError, ['missing key datasets.train']),
     ('missing_lr_folder', False, {'datasets.test_1.dataroot_lq': '/nonexistent/LR'}, OptionFileError,

@@ -447,8 +447,11 @@ class SREngine:
     def _check_tile_window(self, x):
         """One-line ValueError naming the tile options when tiling ``x`` would hand the non-blind delta
         windows no larger than the LR padding of its FFT steps (an image that small is the refiner's own
-        error)."""
+        error; clean LR goes to the shipped delta, which does not pad)."""
         if self.nonblind_kind != 'delta' or self.degradation is None or not self.tile_size:
+            return
+        kwargs = nonblind_inputs('delta', self.degradation, 1, self.scale, x.device)[1]
+        if self.net.refiner.clean_samples(x[:1], **kwargs).all():
             return
         window, pad = self.tile_size + 2 * self.tile_overlap, self.net.refiner.pad
         if window <= pad and window < min(x.shape[-2:]):

@@ -205,8 +205,8 @@ def check_numbers_not_text(value, where):
             number = float(value)
         except ValueError:
             return
-        raise OptionFileError(f"{where} is the text '{value}', not a number (write "
-                              f"{np.format_float_positional(number, trim='-')} or !!float {value})")
+        plain = f"{np.format_float_positional(number, trim='-')} or " if np.isfinite(number) else ''  # YAML: .inf
+        raise OptionFileError(f"{where} is the text '{value}', not a number (write {plain}!!float {value})")
 
 
 def check_optimization(train):

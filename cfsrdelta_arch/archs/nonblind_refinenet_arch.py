@@ -182,6 +182,11 @@ class NonBlindRefineNet(nn.Module):
                                                                       device=lr.device)
         return kernel, sigma, names, clean
 
+    def clean_samples(self, lr, kernel=None, sigma=None, degradation='gaussian8'):
+        """(N,) bool: the samples of :meth:`forward`'s arguments that go to the shipped clean-path refiner
+        (no padding, any size)."""
+        return self._degradation(lr, kernel, sigma, degradation)[3]
+
     def backbone_input(self, lr, kernel=None, sigma=None, degradation='gaussian8'):
         """The LR (N, 3, H, W) the backbone runs on: the LR Wiener filter's estimate of the clean bicubic
         LR (clamped to [0, 1]), or ``lr`` itself for clean samples and without ``prefilter_lambda``."""
