@@ -644,7 +644,9 @@ def test_weight_paths_of_a_nonblind_option_resolve_from_any_directory(tmp_path, 
 def test_engine_self_ensemble_flips_the_kernel_with_the_image():
     """SREngine's x8 self-ensemble on 'gaussian8' LR (flip-symmetric: the bicubic samples block centres)
     hands each flipped tile the kernel flipped the same way, as the robustness table's x8 row does; on
-    'classical' LR it is refused in one line, also when switched on after construction."""
+    'classical' LR it is refused in one line, also when switched on after construction. Tiles too small
+    for the refiner's FFT padding are refused naming the tile options, except on clean LR (the shipped
+    delta, which does not pad)."""
     from cfsrdelta_arch.app.engine import Degradation
     official_weights('CFSR_x4.pth')
     opt = os.path.join(ROOT, 'options', 'test', 'test_CFSRDelta_NonBlind_x4.yml')

@@ -472,7 +472,7 @@ class SREngine:
         self._check_tile_window(x)
         forward, ensemble = functools.partial(self._forward, bgr=bgr), self.self_ensemble
         if ensemble and self.degradation is not None and self.degradation.kernel is not None:
-            # the blur kernel follows every flip/transpose of the tile ('gaussian8' only: checked_degradation)
+            # the blur kernel follows every flip/transpose of the tile ('gaussian8': check_ensemble refused the rest)
             kernel, unflipped = torch.as_tensor(self.degradation.kernel, dtype=torch.float32), forward
             forward, ensemble = (lambda tile: self_ensemble(unflipped, tile, kernel)), False
         margin = 0
