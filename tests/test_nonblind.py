@@ -677,3 +677,49 @@ def test_engine_self_ensemble_flips_the_kernel_with_the_image():
     clean = SREngine.from_option_file(opt, device='cpu', tile_size=4, tile_overlap=2,  # as --noise 0 gives
                                       degradation=Degradation(None, 0.0, 'gaussian8'))
     assert clean.sr_tensor(lr).shape == (1, 3, 72, 88)  # the shipped delta does not pad: small tiles are fine
+
+
+def test_nonblind_delta_self_ensemble_through_basicsr(tmp_path, exp_name, backbone_path):  # noqa: F811
+    """test.py with ``val.self_ensemble`` on a 'gaussian8' folder: NonBlindDeltaModel flips the folder's
+    kernel with each variant of the LR (a motion kernel, so that a kernel left unflipped would score
+    otherwise); on 'classical' LR the x8 ensemble and, for any non-blind model, tiles stop in one line."""
+    from basicsr.metrics import calculate_psnr
+    from basicsr.utils import img2tensor, tensor2img
+    from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
+    from cfsrdelta_arch.models.degradation_inputs import ensembled, refuse_tiles
+    from cfsrdelta_arch.utils.fileio import OptionFileError
+    from test_usrnet import METRICS
+    hr, lq, val = degraded_val_folder(tmp_path, 'gaussian8', 'g1.14_n2.55')
+    np.save(os.path.join(lq, 'kernel.npy'), setting_kernels('classical', 2)[8].kernel)  # k9, not flip-symmetric
+    refiner = {'type': 'NonBlindRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4, 'init_std': 0.05,
+               'clean_refiner': TINY_CLEAN}
+    torch.manual_seed(3)
+    net = BackboneDelta(TINY_CFSR, refiner, backbone_weights=backbone_path).eval()
+    weights = tmp_path / 'refiner.pth'
+    torch.save({'params': net.refiner.state_dict()}, weights)
+    test = {'name': exp_name + '_x8', 'model_type': 'NonBlindDeltaModel', 'scale': 2, 'num_gpu': 0,
+            'datasets': {'test_1': val},
+            'network_g': {'type': 'BackboneDelta', 'backbone_weights': backbone_path, 'backbone': TINY_CFSR,
+                          'refiner': refiner},
+            'path': {'pretrain_network_g': str(weights), 'strict_load_g': True},
+            'val': {'save_img': False, 'self_ensemble': True, 'metrics': METRICS}}
+    run_entries(('test.py', test, tmp_path / 'test.yml'))
+    with open(os.path.join(ROOT, 'results', exp_name + '_x8', 'results.md')) as f:
+        logged = float(f.read().splitlines()[-1].split('|')[2])
+    kernel = torch.from_numpy(np.load(os.path.join(lq, 'kernel.npy'))).float()[None]
+    psnr = {True: [], False: []}
+    for name in sorted(os.listdir(hr)):
+        x = img2tensor(cv2.imread(os.path.join(lq, name)).astype(np.float32) / 255, bgr2rgb=True)[None]
+        gt = cv2.imread(str(hr / name))
+        with torch.no_grad():
+            def run_net(t, k):
+                return net(t, kernel=k, sigma=2.55 / 255, degradation='gaussian8')
+            for flipped, sr in ((True, self_ensemble(run_net, x, kernel)),
+                                (False, self_ensemble(lambda t: run_net(t, kernel), x))):
+                psnr[flipped].append(calculate_psnr(tensor2img(sr), gt, crop_border=2, test_y_channel=True))
+    assert logged == pytest.approx(np.mean(psnr[True]), abs=1e-4)
+    assert abs(np.mean(psnr[True]) - np.mean(psnr[False])) > 1e-3, psnr
+    with pytest.raises(OptionFileError, match="val.self_ensemble: self-ensemble is not supported on 'classical' LR"):
+        ensembled(lambda t, k: t, torch.zeros(1, 3, 4, 4), kernel, ['classical'], {'val': {'self_ensemble': True}})
+    with pytest.raises(OptionFileError, match='val.tile: USRNetModel runs whole images only'):
+        refuse_tiles({'val': {'tile': {'size': 16}}}, 'USRNetModel')

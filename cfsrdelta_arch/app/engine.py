@@ -28,7 +28,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from PIL import Image
 
 from cfsrdelta_arch.archs.backbone_delta_arch import WEIGHT_OPTIONS, BackboneDelta, build_from_options
-from cfsrdelta_arch.archs.degradation_psf import DEGRADATIONS, degradation_psf, pad_like_degradation
+from cfsrdelta_arch.archs.degradation_psf import (DEGRADATIONS, check_flip_equivariant, degradation_psf,
+                                                   pad_like_degradation)
 from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
 from cfsrdelta_arch.archs.usrnet_arch import USRNet
 from cfsrdelta_arch.data.degradations import check_noise_sigma, checked_kernel
@@ -74,11 +75,10 @@ def nonblind_kind(net):
 
 
 def check_ensemble(degradation, ensemble):
-    """One-line ValueError for the x8 self-ensemble on 'classical' LR: a flipped LR samples another corner of
-    each s x s block, which no flipped kernel describes ('gaussian8' is flip-symmetric: the kernel follows)."""
-    if ensemble and degradation is not None and degradation.model == 'classical':
-        raise ValueError("self-ensemble is not supported on 'classical' LR (a flipped LR samples another corner "
-                         'of each s x s block, which no flipped kernel describes); leave it out')
+    """One-line ValueError for the x8 self-ensemble on LR of a degradation model it cannot follow
+    (:func:`check_flip_equivariant`: 'classical'); on 'gaussian8' LR the kernel is flipped with the image."""
+    if ensemble and degradation is not None:
+        check_flip_equivariant([degradation.model])
 
 
 def checked_degradation(net, degradation, backend, ensemble):

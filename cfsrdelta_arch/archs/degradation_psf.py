@@ -21,6 +21,10 @@ from torch.nn import functional as F
 from .bicubic_layers import _interior_taps
 
 DEGRADATIONS = ('gaussian8', 'classical')
+# Models whose LR, flipped or transposed, is the same model's LR of the flipped HR with the kernel flipped
+# the same way (the x8 self-ensemble needs it): MATLAB's bicubic samples block centres, while 'classical'
+# decimation keeps the top-left pixel of each s x s block, which a flip moves to another corner.
+FLIP_EQUIVARIANT = ('gaussian8',)
 
 
 def bicubic_psf_1d(scale):
@@ -54,6 +58,14 @@ def pad_like_degradation(x, pixels, model):
         index = index % (2 * size)
         return torch.where(index < size, index, 2 * size - 1 - index)
     return x[..., indices(x.shape[-2]), :][..., indices(x.shape[-1])]
+
+
+def check_flip_equivariant(names):
+    """One-line ValueError unless every degradation model in ``names`` is in :data:`FLIP_EQUIVARIANT`."""
+    other = sorted(set(names) - set(FLIP_EQUIVARIANT))
+    if other:
+        raise ValueError(f"self-ensemble is not supported on '{other[0]}' LR (a flipped LR samples another corner "
+                         'of each s x s block, which no flipped kernel describes); leave it out')
 
 
 def check_degradations(degradation, batch):

@@ -4,8 +4,7 @@ import torch
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from .backbone_delta_model import BackboneDeltaModel
-from .degradation_inputs import degradation_inputs
-from .usrnet_model import refuse_tiles_and_ensemble
+from .degradation_inputs import degradation_inputs, ensembled, refuse_tiles
 
 
 @MODEL_REGISTRY.register()
@@ -13,12 +12,13 @@ class NonBlindDeltaModel(BackboneDeltaModel):
     """Train only a non-blind refiner on top of a frozen backbone: ``net_g(lq, kernel=, sigma=, degradation=)``.
 
     The data carries the degradation (DegradedOnTheFlyDataset, DegradedPairedDataset; see
-    :func:`degradation_inputs`). Whole images only (self-ensemble and tiling are refused); no backbone
-    cache (the LR is degraded on the fly). Everything else is BackboneDeltaModel's.
+    :func:`degradation_inputs`). Whole images only (tiling is refused); ``val.self_ensemble`` flips the
+    kernel with the LR ('gaussian8' LR only); no backbone cache (the LR is degraded on the fly).
+    Everything else is BackboneDeltaModel's.
     """
 
     def __init__(self, opt):
-        refuse_tiles_and_ensemble(opt, 'NonBlindDeltaModel')
+        refuse_tiles(opt, 'NonBlindDeltaModel')
         super().__init__(opt)
 
     def feed_data(self, data):
@@ -35,6 +35,8 @@ class NonBlindDeltaModel(BackboneDeltaModel):
         net = self._network_for_test()
         was_training = net.training
         net.eval()
+        given = {key: value for key, value in self.degradation.items() if key != 'kernel'}
         with torch.no_grad():
-            self.output = net(self.lq, base=self.base, **self.degradation)
+            self.output = ensembled(lambda lq, kernel: net(lq, base=self.base, kernel=kernel, **given), self.lq,
+                                    self.degradation['kernel'], self.degradation['degradation'], self.opt)
         net.train(was_training)
