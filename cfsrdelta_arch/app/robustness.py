@@ -21,6 +21,7 @@ import torch
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils.matlab_functions import imresize
 
+from cfsrdelta_arch.archs.degradation_psf import check_flip_equivariant
 from cfsrdelta_arch.data.degradations import read_degradation, setting_kernels
 from cfsrdelta_arch.data.lr_generation import list_images, mod_crop, read_image_color
 from cfsrdelta_arch.utils.fileio import atomic_path
@@ -236,9 +237,12 @@ def run(cases, methods, nets, scale, csv_path, command, commit):
         ValueError: the x8 self-ensemble asked for on 'classical' LR (a flipped classical LR samples
             another corner of each s x s block, which the flipped kernel does not describe).
     """
-    if 'cfsr_nonblind_x8' in methods and any(case.setting == 'classical' for case in cases):
-        raise ValueError("cfsr_nonblind_x8 runs on clean and gaussian8 LR only (use --settings clean gaussian8): "
-                         "a flipped classical LR samples another corner of each s x s block")
+    if 'cfsr_nonblind_x8' in methods:
+        try:
+            check_flip_equivariant([case.setting for case in cases if case.setting != 'clean'])
+        except ValueError as err:
+            raise ValueError(f'cfsr_nonblind_x8 runs on clean and gaussian8 LR only (use --settings clean '
+                             f'gaussian8): {err}') from None
     for n, case in enumerate(cases):
         label = f'[{n + 1}/{len(cases)}] {case.set} {case.setting} {case.kernel} n{case.noise:.2f}'
 
