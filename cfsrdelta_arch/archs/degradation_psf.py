@@ -65,7 +65,7 @@ def check_flip_equivariant(names):
     other = sorted(set(names) - set(FLIP_EQUIVARIANT))
     if other:
         raise ValueError(f"self-ensemble is not supported on '{other[0]}' LR (a flipped LR samples another corner "
-                         'of each s x s block, which no flipped kernel describes); leave it out')
+                         'of each s x s block, which no flipped kernel describes)')
 
 
 def check_degradations(degradation, batch):

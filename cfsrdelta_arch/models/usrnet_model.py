@@ -17,8 +17,9 @@ class USRNetModel(TTASRModel):
     The data must carry the degradation (:func:`degradation_inputs`); the network gets the PSF of
     the sample's degradation model (archs/degradation_psf.py: the kernel itself for 'classical',
     kernel ⊗ bicubic for 'gaussian8'), the top-level ``scale`` and σ = noise_sigma / 255.
-    ``val.self_ensemble`` flips the PSF with the LR ('gaussian8' LR only); tiling is refused. Training uses ``train.pixel_opt``; best checkpoint, early
-    stopping, exact resume and the non-finite-loss stop come from TTASRModel.
+    ``val.self_ensemble`` flips the PSF with the LR ('gaussian8' LR only); tiling is refused. Training
+    uses ``train.pixel_opt``; best checkpoint, early stopping, exact resume and the non-finite-loss stop
+    come from TTASRModel.
     """
 
     def __init__(self, opt):
