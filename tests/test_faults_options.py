@@ -318,6 +318,10 @@ MISTAKES = [
      ['train.total_iter', "the text '1e4'", 'write 10000']),
     ('loss_weight_as_text', True, {'train.pixel_opt.loss_weight': '1e-2'}, OptionFileError,
      ['train.pixel_opt.loss_weight', "the text '1e-2'", 'write 0.01']),
+    ('fixed_params_typo', True, {'train.fixed_refiner_params': ['body.0', 'bodi']}, OptionFileError,
+     ['train.fixed_refiner_params', "['bodi'] name no trainable parameter of LRRefineNet (body)"]),
+    ('fixed_params_not_a_list', True, {'train.fixed_refiner_params': 'body'}, OptionFileError,
+     ['train.fixed_refiner_params must be a list of parameter names', "'body'"]),
     ('val_freq_as_text', True, {'val.val_freq': '5e3'}, OptionFileError, ['val.val_freq', "the text '5e3'"]),
     ('ema_decay_as_text', True, {'train.ema_decay': 'inf'}, OptionFileError,  # not 'write inf': YAML reads it as text
      ['train.ema_decay', "the text 'inf', not a number (write !!float inf)"]),
@@ -385,6 +389,7 @@ GOOD = {
     'LMDB with meta_info.txt': (False, {'datasets.test_1.dataroot_gt': world_path('lmdb_hr'),
                                         'datasets.test_1.dataroot_lq': world_path('lmdb_lr'),
                                         'datasets.test_1.io_backend.type': 'lmdb'}),
+    'a refiner module kept fixed': (True, {'train.fixed_refiner_params': ['body.0']}),
     "BasicSR's '<name>_basicsr' registry fallback": (False, {'network_g': {'type': 'SRVGGNetCompact', 'upscale': 2}}),
 }
 

@@ -450,6 +450,26 @@ def test_nonblind_delta_trains_and_tests_through_basicsr(tmp_path, exp_name, bac
     assert logged == pytest.approx(np.mean(values), abs=1e-4)
 
 
+def test_fixed_refiner_params_stay_as_loaded(tmp_path, exp_name, backbone_path):  # noqa: F811
+    """``train.fixed_refiner_params: [log_alpha, noise_gain]``: two iterations move the bodies (in the
+    weights and, lagging, in the EMA) while the data weights stay bit-exact in both."""
+    hr, _, val = degraded_val_folder(tmp_path, 'gaussian8', 'g1.14_n2.55')
+    refiner = {'type': 'NonBlindRefineNet', 'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4,
+               'clean_refiner': TINY_CLEAN}
+    network = {'type': 'BackboneDelta', 'backbone_weights': backbone_path, 'backbone': TINY_CFSR, 'refiner': refiner}
+    train = degraded_training_options(exp_name, 'NonBlindDeltaModel', hr, val, network,
+                                      {'kernel_size': 15, 'motion_length_range': [3, 10], 'noise_range': [1, 10]},
+                                      ema_decay=0.9, lr=1e-2)
+    train['train']['fixed_refiner_params'] = ['log_alpha', 'noise_gain']
+    run_entries(('train.py', train, tmp_path / 'train.yml'))
+    saved = torch.load(os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth'), weights_only=True)
+    init = NonBlindRefineNet(**{k: v for k, v in refiner.items() if k != 'type'}).state_dict()
+    for key in ('params', 'params_ema'):
+        for name in ('log_alpha', 'noise_gain'):
+            torch.testing.assert_close(saved[key][name], init[name], rtol=0, atol=0)
+    assert not torch.equal(saved['params']['bodies.0.0.weight'], saved['params_ema']['bodies.0.0.weight'])
+
+
 def test_kernel_files_in_every_format(tmp_path):
     from scipy.io import savemat
     from cfsrdelta_arch.data.degradations import KERNELS_FILE, gaussian_kernel, load_kernel

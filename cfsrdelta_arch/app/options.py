@@ -32,7 +32,7 @@ from cfsrdelta_arch.app.distributed import DistributedSetupError, init_dist, use
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError, checked_pairs
 from cfsrdelta_arch.models.ttasr_model import SCHEDULERS, optimizer_names
 from cfsrdelta_arch.utils.fileio import OptionFileError, OrderedSafeDumper, OrderedSafeLoader, load_yaml
-from cfsrdelta_arch.utils.weights import CheckpointError, ensure_checkpoint
+from cfsrdelta_arch.utils.weights import CheckpointError, ensure_checkpoint, freeze_parameters
 
 # The exceptions that mean "the user gave something unusable"; their messages are one line.
 USER_ERRORS = (OptionFileError, CheckpointError, DatasetError, DistributedSetupError)
@@ -223,6 +223,24 @@ def check_optimization(train):
                   {'optimizer': None}, missing="is not one of BasicSR's", **wording)
 
 
+def check_fixed_refiner_params(opt):
+    """``train.fixed_refiner_params`` (BackboneDeltaModel): a list of names, each naming a trainable
+    parameter (or module) of ``network_g.refiner``, which is built here without its weight files."""
+    fixed = opt['train'].get('fixed_refiner_params')
+    if fixed is None:
+        return
+    if not isinstance(fixed, list) or not all(isinstance(name, str) for name in fixed):
+        raise OptionFileError(f'train.fixed_refiner_params must be a list of parameter names, found {fixed!r}')
+    refiner = (opt['network_g'] or {}).get('refiner')
+    if not isinstance(refiner, dict):
+        raise OptionFileError('train.fixed_refiner_params needs a network_g with a refiner (a BackboneDelta)')
+    kwargs = {k: v for k, v in refiner.items() if k != 'type' and k not in WEIGHT_OPTIONS}
+    try:
+        freeze_parameters(registered_class(ARCH_REGISTRY, refiner['type'])(**kwargs), fixed)
+    except ValueError as err:
+        raise OptionFileError(f'train.fixed_refiner_params: {err}') from None
+
+
 def registered_class(registry, name):
     """The class BasicSR's ``registry.get(name)`` returns, without its stray 'not found' print."""
     objects = dict(iter(registry))  # (name, class) pairs; a Registry has keys() but no []
@@ -354,6 +372,7 @@ def check_options(opt, is_train):
         # every number of the section (rates, milestones, total_iter, loss weights, EMA decay) and the
         # loop's frequencies: BasicSR's --force_yml reads '1e4' or '-1' as text, as PyYAML reads 5e-5
         check_numbers_not_text(opt['train'], 'train')
+        check_fixed_refiner_params(opt)
         for dotted in ('val.val_freq', 'logger.print_freq', 'logger.save_checkpoint_freq'):
             parent, _, key = dotted.partition('.')
             check_numbers_not_text((opt.get(parent) or {}).get(key), dotted)

@@ -4,7 +4,7 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from cfsrdelta_arch.utils.weights import load_state_dict_file, naming_checkpoint
+from cfsrdelta_arch.utils.weights import freeze_parameters, load_state_dict_file, naming_checkpoint
 from .ttasr_model import TTASRModel, refuse_losses_but_pixel
 
 
@@ -30,6 +30,18 @@ class BackboneDeltaModel(TTASRModel):
             get_root_logger().warning('No backbone weights given (network_g.backbone_weights): '
                                       'the frozen backbone is randomly initialised')
 
+    def model_to_device(self, net):
+        """Freeze ``train.fixed_refiner_params`` before the network is wrapped (DDP reduces the gradients
+        of the parameters that require grad at wrapping time; the names are checked with the options).
+
+        The option names refiner parameters (or module prefixes) to keep as loaded, e.g. ``[log_alpha,
+        noise_gain]`` to fine-tune NonBlindRefineNet's bodies without changing its noise-free 'gaussian8'
+        outputs (no body runs there). Frozen, they are copied by the EMA, not averaged.
+        """
+        if self.is_train:
+            freeze_parameters(net.refiner, self.opt['train'].get('fixed_refiner_params') or [])
+        return super().model_to_device(net)
+
     def load_network(self, net, load_path, strict=True, param_key='params'):
         """Load refiner weights, or a whole BackboneDelta when the file has ``backbone.*`` keys."""
         net = self.get_bare_model(net)
@@ -39,7 +51,7 @@ class BackboneDeltaModel(TTASRModel):
         get_root_logger().info(f'Loaded {target.__class__.__name__} from {load_path} [{param_key}]')
 
     def setup_optimizers(self):
-        """Optimise the refiner's parameters only (no per-parameter log lines for the frozen backbone)."""
+        """Optimise the refiner's trainable parameters only (no per-parameter log lines for the frozen backbone)."""
         train_opt = self.opt['train']
         refiner = self.get_bare_model(self.net_g).refiner
         params = [p for p in refiner.parameters() if p.requires_grad]

@@ -281,3 +281,17 @@ def load_weights(net, path, param_key='params', strict=True):
     with naming_checkpoint(path):
         net.load_state_dict(state_dict, strict=strict)
     return net
+
+
+def freeze_parameters(net, names):
+    """Set ``requires_grad=False`` on the parameters of ``net`` named by ``names`` (a parameter's full
+    name, or a module prefix such as ``bodies.0``); raise ValueError, listing the trainable top-level
+    names, if one of ``names`` matches no trainable parameter."""
+    trainable = [name for name, p in net.named_parameters() if p.requires_grad]
+    unknown = [n for n in names if not any(t == n or t.startswith(n + '.') for t in trainable)]
+    if unknown:
+        raise ValueError(f'{unknown} name no trainable parameter of {type(net).__name__} '
+                         f'({", ".join(sorted({t.split(".")[0] for t in trainable}))})')
+    for name, param in net.named_parameters():
+        if any(name == n or name.startswith(n + '.') for n in names):
+            param.requires_grad_(False)
