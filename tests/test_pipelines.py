@@ -146,6 +146,18 @@ def test_train_save_best_then_resume_on_cpu(tmp_path, tiny_dataset, backbone_pat
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
     assert not all(torch.equal(resumed[k], start[k]) for k in start)  # iterations 3 and 4 did train
 
+    # The same state with part of the refiner kept fixed would hand the optimiser's state to other
+    # parameters: refused in one line, naming what differs.
+    opt['train']['fixed_refiner_params'] = ['body.0']
+    with open(tmp_path / 'fixed.yml', 'w') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    run = forked_python.ForkedCommand([os.path.join(ROOT, 'cfsrdelta_arch', 'train.py'), '-opt',
+                                       str(tmp_path / 'fixed.yml')], ROOT).wait(300)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        'error: the training state of iter 2 was saved with other trainable parameters (differing: '
+        'refiner.body.0.bias, refiner.body.0.weight); resume with the options it was saved with, or start a new run')
+
 
 def test_early_stopping_ends_training_cleanly(tmp_path, tiny_dataset, backbone_path, exp_name):
     data = tiny_dataset(SCALE, n=2, size=32)

@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTRY, METRIC_REGISTRY, MODEL_REGISTRY
 
-from cfsrdelta_arch.archs.backbone_delta_arch import WEIGHT_OPTIONS
+from cfsrdelta_arch.archs.backbone_delta_arch import WEIGHT_OPTIONS, build_from_options
 from cfsrdelta_arch.app.distributed import DistributedSetupError, init_dist, uses_cuda
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError, checked_pairs
+from cfsrdelta_arch.models.backbone_delta_model import BackboneDeltaModel
 from cfsrdelta_arch.models.ttasr_model import SCHEDULERS, optimizer_names
 from cfsrdelta_arch.utils.fileio import OptionFileError, OrderedSafeDumper, OrderedSafeLoader, load_yaml
 from cfsrdelta_arch.utils.weights import CheckpointError, ensure_checkpoint, freeze_parameters
@@ -224,21 +225,25 @@ def check_optimization(train):
 
 
 def check_fixed_refiner_params(opt):
-    """``train.fixed_refiner_params`` (BackboneDeltaModel): a list of names, each naming a trainable
-    parameter (or module) of ``network_g.refiner``, which is built here without its weight files."""
+    """``train.fixed_refiner_params``: only for a BackboneDeltaModel (the one model that reads it), a
+    list of names, each naming a trainable parameter (or module) of ``network_g.refiner`` (built here
+    without its weight files), leaving at least one to train."""
     fixed = opt['train'].get('fixed_refiner_params')
     if fixed is None:
         return
+    where = 'train.fixed_refiner_params'
+    if not issubclass(registered_class(MODEL_REGISTRY, opt['model_type']), BackboneDeltaModel):
+        raise OptionFileError(f"{where} is read by BackboneDeltaModel and its subclasses only, not by "
+                              f"model_type {opt['model_type']}")
     if not isinstance(fixed, list) or not all(isinstance(name, str) for name in fixed):
-        raise OptionFileError(f'train.fixed_refiner_params must be a list of parameter names, found {fixed!r}')
-    refiner = (opt['network_g'] or {}).get('refiner')
-    if not isinstance(refiner, dict):
-        raise OptionFileError('train.fixed_refiner_params needs a network_g with a refiner (a BackboneDelta)')
-    kwargs = {k: v for k, v in refiner.items() if k != 'type' and k not in WEIGHT_OPTIONS}
+        raise OptionFileError(f'{where} must be a list of parameter names, found {fixed!r}')
+    refiner = build_from_options({k: v for k, v in opt['network_g']['refiner'].items() if k not in WEIGHT_OPTIONS})
     try:
-        freeze_parameters(registered_class(ARCH_REGISTRY, refiner['type'])(**kwargs), fixed)
+        freeze_parameters(refiner, fixed)
     except ValueError as err:
-        raise OptionFileError(f'train.fixed_refiner_params: {err}') from None
+        raise OptionFileError(f'{where}: {err}') from None
+    if not any(p.requires_grad for p in refiner.parameters()):
+        raise OptionFileError(f'{where}: {fixed} leaves no parameter of {type(refiner).__name__} to train')
 
 
 def registered_class(registry, name):

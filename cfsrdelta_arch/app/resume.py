@@ -27,6 +27,7 @@ import basicsr.train
 import torch
 from basicsr.utils import check_resume
 
+from cfsrdelta_arch.models.ttasr_model import ResumeError
 from cfsrdelta_arch.utils.collectives import from_rank_0
 
 _basicsr_create_train_val_dataloader = basicsr.train.create_train_val_dataloader
@@ -34,10 +35,6 @@ _basicsr_create_train_val_dataloader = basicsr.train.create_train_val_dataloader
 # The only non-tensor, non-builtin class in a training state: BasicSR's MultiStepRestartLR keeps its
 # milestones in a collections.Counter (current torch allows it by default, torch 2.6 does not).
 TRAINING_STATE_GLOBALS = [collections.Counter]
-
-
-class ResumeError(ValueError):
-    """A training state or checkpoint that must not or cannot be used; the message is one line."""
 
 
 class UnreadableFileError(ResumeError):

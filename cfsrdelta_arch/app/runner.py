@@ -14,8 +14,7 @@ from basicsr.utils.options import dict2str
 
 from cfsrdelta_arch.app.distributed import end_process_group
 from cfsrdelta_arch.app.options import check_command_line, parse_options
-from cfsrdelta_arch.app.resume import ResumeError
-from cfsrdelta_arch.models.ttasr_model import EarlyStopping
+from cfsrdelta_arch.models.ttasr_model import EarlyStopping, ResumeError
 from cfsrdelta_arch.utils.fileio import write_text_atomic
 from cfsrdelta_arch.utils.tables import markdown_table
 

@@ -59,7 +59,9 @@ class BackboneDeltaModel(TTASRModel):
         self.optimizer_g = self.get_optimizer(optim_type, params, **train_opt['optim_g'])
         self.optimizers.append(self.optimizer_g)
         frozen = sum(p.numel() for p in self.get_bare_model(self.net_g).backbone.parameters())
-        get_root_logger().info(f'Training {sum(p.numel() for p in params):,d} refiner parameters; '
+        fixed = train_opt.get('fixed_refiner_params')
+        get_root_logger().info(f'Training {sum(p.numel() for p in params):,d} refiner parameters'
+                               f'{f" (kept as loaded: {fixed})" if fixed else ""}; '
                                f'{frozen:,d} backbone parameters frozen')
 
     def model_ema(self, decay=0.999):

@@ -21,6 +21,10 @@ from cfsrdelta_arch.utils.inference import DEFAULT_TILE_OVERLAP, super_resolve
 from cfsrdelta_arch.utils.weights import load_weights
 
 
+class ResumeError(ValueError):
+    """A training state or checkpoint that must not or cannot be used; the message is one line."""
+
+
 class EarlyStopping(SystemExit):
     """Raised from validation when ``val.early_stopping.patience`` validations brought no gain.
 
@@ -265,6 +269,7 @@ class TTASRModel(SRModel):
                  'optimizers': [o.state_dict() for o in self.optimizers],
                  'schedulers': [s.state_dict() for s in self.schedulers],
                  'rng': rng,
+                 'trainable': self._trainable_names(),
                  'best': getattr(self, '_best', None),
                  'validation_pending': pending,
                  # BasicSR's per-metric record holds numpy floats, which weights_only loading refuses.
@@ -274,6 +279,10 @@ class TTASRModel(SRModel):
         torch_save_atomic(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
         self._saved_state = (epoch, current_iter, rng)
 
+    def _trainable_names(self):
+        """Names of the parameters the optimiser trains, in its order (a resumed run must match them)."""
+        return [name for name, p in self.get_bare_model(self.net_g).named_parameters() if p.requires_grad]
+
     def resume_training(self, resume_state):
         """Restore optimisers, schedulers, the best/patience record and this rank's RNG states.
 
@@ -282,6 +291,12 @@ class TTASRModel(SRModel):
         another number of processes leaves each rank's generators as seeded (BasicSR seeds rank r with
         ``manual_seed + r``).
         """
+        trained = resume_state.get('trainable')  # absent in states of earlier versions
+        if trained is not None and trained != self._trainable_names():
+            changed = sorted(set(trained).symmetric_difference(self._trainable_names())) or ['their order']
+            raise ResumeError(f"the training state of iter {resume_state['iter']} was saved with other trainable "
+                              f"parameters (differing: {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}); "
+                              'resume with the options it was saved with, or start a new run')
         super().resume_training(resume_state)
         self._best = resume_state.get('best')
         if resume_state.get('best_metric_results'):

@@ -5,6 +5,7 @@ Used by the models (through BasicSR's option files), the inference CLI, the expo
 job (scripts/run_benchmark.py) and scripts/fetch_weights.py.
 """
 import contextlib
+import difflib
 import hashlib
 import http.client
 import os
@@ -285,13 +286,16 @@ def load_weights(net, path, param_key='params', strict=True):
 
 def freeze_parameters(net, names):
     """Set ``requires_grad=False`` on the parameters of ``net`` named by ``names`` (a parameter's full
-    name, or a module prefix such as ``bodies.0``); raise ValueError, listing the trainable top-level
-    names, if one of ``names`` matches no trainable parameter."""
+    name, or a module prefix such as ``bodies.0``); raise ValueError if one of ``names`` matches no
+    trainable parameter, with the closest trainable name or prefix (else the top-level ones)."""
     trainable = [name for name, p in net.named_parameters() if p.requires_grad]
-    unknown = [n for n in names if not any(t == n or t.startswith(n + '.') for t in trainable)]
-    if unknown:
-        raise ValueError(f'{unknown} name no trainable parameter of {type(net).__name__} '
-                         f'({", ".join(sorted({t.split(".")[0] for t in trainable}))})')
+    for name in names:
+        if not any(t == name or t.startswith(name + '.') for t in trainable):
+            prefixes = {'.'.join(t.split('.')[:i]) for t in trainable for i in range(1, t.count('.') + 2)}
+            close = difflib.get_close_matches(name, sorted(prefixes), n=1)
+            hint = (f"did you mean '{close[0]}'?" if close
+                    else f'it has {", ".join(sorted({t.split(".")[0] for t in trainable}))}')
+            raise ValueError(f"'{name}' names no trainable parameter of {type(net).__name__}; {hint}")
     for name, param in net.named_parameters():
         if any(name == n or name.startswith(n + '.') for n in names):
             param.requires_grad_(False)
