@@ -17,6 +17,9 @@ backbone, LRRefineNet width 8, 4 generated 32x32 images), in two waves:
   samples: the weights after 2 Adam steps agree up to float summation order. Adam's ``eps: 1``
   makes the step proportional to the gradient (with the default eps the first step is about
   lr * sign(gradient), which rounding noise can flip for gradients near zero);
+- ``fixed``: ``two_by_two`` with ``train.fixed_refiner_params: [body.0]``: the parameters are frozen
+  before DDP wraps the network (DDP waits for the gradient of every parameter that required one when
+  it was wrapped, so freezing later would stop the second iteration);
 - ``planted``: ``--auto_resume`` meets a planted malicious training state: refused once, by rank 0,
   and both ranks end with status 1;
 - ``nan``: TTASRModel training a tiny CFSR with an absurd learning rate, DDP over the whole network:
@@ -97,6 +100,8 @@ def runs(tmp_path_factory):
 
     split = options(data, backbone)
     split['train']['total_iter'] = VAL_FREQ
+    fixed = exact_options(data, backbone, batch=2)
+    fixed['train']['fixed_refiner_params'] = ['body.0']
     nan = options(data, backbone)
     nan.update(model_type='TTASRModel', network_g=dict(TINY_CFSR))
     nan['train']['optim_g']['lr'] = 1e30
@@ -108,6 +113,7 @@ def runs(tmp_path_factory):
         'split': (split, 2, [], 'split'),
         'two_by_two': (exact_options(data, backbone, batch=2), 2, [], 'two_by_two'),
         'one_by_four': (exact_options(data, backbone, batch=4), 1, [], 'one_by_four'),
+        'fixed': (fixed, 2, [], 'fixed'),
         'nan': (nan, 2, [], 'nan'),
         'resumed': (None, 2, ['--auto_resume', '--force_yml', f'train:total_iter={TOTAL_ITER}'], 'split'),
     }
@@ -225,6 +231,18 @@ def test_two_processes_match_one_process_with_the_same_global_batch(runs):
                for case in ('two_by_two', 'one_by_four')]
     assert records[0]['iter'] == records[1]['iter'] == 2
     assert abs(records[0]['value'] - records[1]['value']) < 1e-4, records
+
+
+def test_fixed_refiner_params_train_the_rest_on_every_rank(runs):
+    run = runs['fixed']
+    assert exit_codes(run) == [0, 0], output(run, 0)[-3000:]
+    rank0, rank1 = dumps(run, 0), dumps(run, 1)
+    assert sorted(rank0) == sorted(rank1) == [-1, 1, 2]
+    assert all(same_tensors(rank0[it], rank1[it]) for it in rank0)
+    refiner = sorted(k for k in rank0[2] if k.startswith('refiner.'))
+    kept = [k for k in refiner if k.startswith('refiner.body.0.')]
+    assert kept and all(torch.equal(rank0[1][k], rank0[2][k]) for k in kept)
+    assert all(not torch.equal(rank0[1][k], rank0[2][k]) for k in refiner if k not in kept)
 
 
 def test_refused_training_state_ends_every_rank_with_one_line(runs):
