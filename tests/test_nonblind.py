@@ -243,7 +243,7 @@ def test_option_files_give_the_same_sr_on_clean_lr(scale):
     assert np.array_equal(outputs[0], outputs[1])
 
 
-@pytest.mark.parametrize('scale,training', [(2, 'train_CFSRDelta_NonBlind_x2.yml'),
+@pytest.mark.parametrize('scale,training', [(2, 'train_CFSRDelta_NonBlind_x2_mse.yml'),
                                             (3, 'train_CFSRDelta_NonBlind_x3.yml'),
                                             (4, 'train_CFSRDelta_NonBlind_x4_mse.yml')])
 def test_test_option_builds_the_refiner_its_weights_were_trained_as(scale, training):
