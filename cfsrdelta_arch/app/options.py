@@ -242,8 +242,6 @@ def check_fixed_refiner_params(opt):
         freeze_parameters(refiner, fixed)
     except ValueError as err:
         raise OptionFileError(f'{where}: {err}') from None
-    if not any(p.requires_grad for p in refiner.parameters()):
-        raise OptionFileError(f'{where}: {fixed} leaves no parameter of {type(refiner).__name__} to train')
 
 
 def registered_class(registry, name):

@@ -291,9 +291,9 @@ class TTASRModel(SRModel):
         another number of processes leaves each rank's generators as seeded (BasicSR seeds rank r with
         ``manual_seed + r``).
         """
-        trained = resume_state.get('trainable')  # absent in states of earlier versions
-        if trained is not None and trained != self._trainable_names():
-            changed = sorted(set(trained).symmetric_difference(self._trainable_names())) or ['their order']
+        trained, trainable = resume_state.get('trainable'), self._trainable_names()  # absent in earlier states
+        if trained is not None and trained != trainable:
+            changed = sorted(set(trained).symmetric_difference(trainable)) or ['their order']
             raise ResumeError(f"the training state of iter {resume_state['iter']} was saved with other trainable "
                               f"parameters (differing: {', '.join(changed[:4])}{' ...' if len(changed) > 4 else ''}); "
                               'resume with the options it was saved with, or start a new run')

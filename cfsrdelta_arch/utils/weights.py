@@ -287,15 +287,22 @@ def load_weights(net, path, param_key='params', strict=True):
 def freeze_parameters(net, names):
     """Set ``requires_grad=False`` on the parameters of ``net`` named by ``names`` (a parameter's full
     name, or a module prefix such as ``bodies.0``); raise ValueError if one of ``names`` matches no
-    trainable parameter, with the closest trainable name or prefix (else the top-level ones)."""
+    trainable parameter, with the closest trainable name or prefix (else the top-level ones), or if
+    ``names`` would leave nothing to train."""
+    def named(param_name, name):  # the parameter itself or one inside the module ``name``
+        return param_name == name or param_name.startswith(name + '.')
+
     trainable = [name for name, p in net.named_parameters() if p.requires_grad]
     for name in names:
-        if not any(t == name or t.startswith(name + '.') for t in trainable):
+        if not any(named(t, name) for t in trainable):
             prefixes = {'.'.join(t.split('.')[:i]) for t in trainable for i in range(1, t.count('.') + 2)}
             close = difflib.get_close_matches(name, sorted(prefixes), n=1)
             hint = (f"did you mean '{close[0]}'?" if close
                     else f'it has {", ".join(sorted({t.split(".")[0] for t in trainable}))}')
             raise ValueError(f"'{name}' names no trainable parameter of {type(net).__name__}; {hint}")
+    frozen = [t for t in trainable if any(named(t, n) for n in names)]
+    if trainable and len(frozen) == len(trainable):
+        raise ValueError(f'{names} leaves no parameter of {type(net).__name__} to train')
     for name, param in net.named_parameters():
-        if any(name == n or name.startswith(n + '.') for n in names):
+        if name in frozen:
             param.requires_grad_(False)
