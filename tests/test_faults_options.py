@@ -326,6 +326,12 @@ MISTAKES = [
      OptionFileError, ['train.fixed_refiner_params is read by BackboneDeltaModel', 'not by model_type TTASRModel']),
     ('fixed_params_not_a_list', True, {'train.fixed_refiner_params': 'body'}, OptionFileError,
      ['train.fixed_refiner_params must be a list of parameter names', "'body'"]),
+    ('grow_not_a_bool', True, {'train.grow_pretrained_refiner': 'yes'}, OptionFileError,
+     ['train.grow_pretrained_refiner must be true or false', "'yes'"]),
+    ('grow_without_pretrain', True, {'train.grow_pretrained_refiner': True}, OptionFileError,
+     ['train.grow_pretrained_refiner', 'true needs path.pretrain_network_g']),
+    ('grow_other_model', True, {'train.grow_pretrained_refiner': True, 'model_type': 'TTASRModel'},
+     OptionFileError, ['train.grow_pretrained_refiner is read by BackboneDeltaModel', 'not by model_type TTASRModel']),
     ('val_freq_as_text', True, {'val.val_freq': '5e3'}, OptionFileError, ['val.val_freq', "the text '5e3'"]),
     ('ema_decay_as_text', True, {'train.ema_decay': 'inf'}, OptionFileError,  # not 'write inf': YAML reads it as text
      ['train.ema_decay', "the text 'inf', not a number (write !!float inf)"]),

@@ -19,13 +19,14 @@ from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.archs.bicubic_layers import symmetric_pad
 from cfsrdelta_arch.archs.degradation_psf import degradation_psf, lr_wiener_to_bicubic, pad_like_degradation
-from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet
+from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet, kernel_code
 from cfsrdelta_arch.archs.usrnet_arch import p2o
 from cfsrdelta_arch.data.degradations import blur_downsample, setting_kernels
 from cfsrdelta_arch.data.degraded_onthefly_dataset import DegradedOnTheFlyDataset
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError
 from cfsrdelta_arch.models.degradation_inputs import degradation_inputs
 from cfsrdelta_arch.utils.inference import self_ensemble
+from cfsrdelta_arch.utils.weights import embed_state_dict
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SHIPPED_DELTA = os.path.join(ROOT, 'weights', 'cfsrdelta', 'CFSRDelta_BPRefineNet_x{}.pth')
@@ -213,6 +214,13 @@ def test_noise_free_samples_of_other_models_skip_the_bodies():
         tiny_refiner(noise_free_bodies=['bicubic'])
 
 
+def shipped_refiner_options(scale):
+    """NonBlindRefineNet's arguments in test_CFSRDelta_NonBlind_x<s>.yml, without its weight files."""
+    from cfsrdelta_arch.app.engine import load_option_file
+    opt = load_option_file(os.path.join(ROOT, 'options', 'test', f'test_CFSRDelta_NonBlind_x{scale}.yml'))
+    return {k: v for k, v in opt['network_g']['refiner'].items() if k not in ('type', 'clean_weights', 'clean_param_key')}
+
+
 @pytest.mark.parametrize('scale', NONBLIND_SCALES)
 def test_shipped_weights_hold_the_shipped_delta_exactly(scale):
     """The non-blind checkpoint's clean path is the shipped BPRefineNet at its scale, to the bit: on
@@ -222,7 +230,7 @@ def test_shipped_weights_hold_the_shipped_delta_exactly(scale):
     for key in ('params', 'params_ema'):
         for name, tensor in shipped.items():
             torch.testing.assert_close(ours[key]['clean.' + name], tensor, rtol=0, atol=0)
-    net = NonBlindRefineNet(upscale=scale)
+    net = NonBlindRefineNet(**shipped_refiner_options(scale))
     net.load_state_dict(ours['params_ema'])
     reference = BPRefineNet(upscale=scale, width=20, num_convs=3, bp_steps=3)
     reference.load_state_dict(shipped)
@@ -305,8 +313,9 @@ def test_padding_continues_the_lr_as_its_model_does(model):
 def test_tiles_of_a_classical_lr_see_its_circular_border():
     """The non-blind delta on a classical-degraded training image (T91), in 16-pixel tiles: each tile
     gets the LR continued circularly past the image border, as the whole image's FFT steps assume.
-    Tiled PSNR then stays at the whole image's (measured 28.530 vs 28.529 dB); tiles cut from the
-    image with their own edge wrapped instead gave 27.80 dB."""
+    Tiled PSNR then stays near the whole image's (measured 28.994 vs 29.031 dB with the stage-4 weights,
+    whose bodies also see the pre-filtered LR, filtered per tile; 28.530 vs 28.529 with stage 3's); tiles
+    cut from the image with their own edge wrapped instead gave 27.80 dB (stage 3)."""
     from basicsr.metrics import calculate_psnr
 
     from cfsrdelta_arch.app.engine import Degradation
@@ -322,7 +331,7 @@ def test_tiles_of_a_classical_lr_see_its_circular_border():
         engine = SREngine.from_option_file(opt, device='cpu', degradation=Degradation(kernel, 0.0, 'classical'),
                                            tile_size=tile, tile_overlap=8)
         psnr[tile] = calculate_psnr(engine.enhance(lr, channel_order='bgr'), hr, 4, test_y_channel=True)
-    assert psnr[16] > psnr[None] - 0.02, psnr
+    assert psnr[16] > psnr[None] - 0.05, psnr
 
 
 def test_self_ensemble_transforms_aligned_tensors():
@@ -468,6 +477,60 @@ def test_fixed_refiner_params_stay_as_loaded(tmp_path, exp_name, backbone_path):
         for name in ('log_alpha', 'noise_gain'):
             torch.testing.assert_close(saved[key][name], init[name], rtol=0, atol=0)
     assert not torch.equal(saved['params']['bodies.0.0.weight'], saved['params_ema']['bodies.0.0.weight'])
+
+
+def test_grown_refiner_starts_as_the_checkpoint(tmp_path, exp_name, backbone_path):  # noqa: F811
+    """``train.grow_pretrained_refiner``: a width-4 refiner's weights grown into a width-6 one that also sees
+    the pre-filtered LR and the kernel code. Two iterations at learning rate 0 through train.py leave the
+    grown weights, equal in net_g and its EMA (to the EMA's rounding); they give the small network's output on noisy and noise-free
+    LR of both models (what is new starts with no effect), and a checkpoint that does not fit is refused."""
+    hr, _, val = degraded_val_folder(tmp_path, 'gaussian8', 'g1.14_n2.55')
+    small_opt = {'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4, 'clean_refiner': TINY_CLEAN,
+                 'prefilter_lambda': {'gaussian8': 3e-4, 'classical': 1e-2}}
+    torch.manual_seed(1)
+    small = NonBlindRefineNet(**small_opt)
+    with torch.no_grad():  # bodies whose output matters
+        for param in small.bodies.parameters():
+            param.normal_(0, 0.2)
+    checkpoint = tmp_path / 'small.pth'
+    torch.save({'params': small.state_dict(), 'params_ema': small.state_dict()}, checkpoint)
+    refiner = dict(small_opt, type='NonBlindRefineNet', width=6, conditioned_bodies=True)
+    network = {'type': 'BackboneDelta', 'backbone_weights': backbone_path, 'backbone': TINY_CFSR, 'refiner': refiner}
+    train = degraded_training_options(exp_name, 'NonBlindDeltaModel', hr, val, network,
+                                      {'kernel_size': 15, 'motion_length_range': [3, 10]}, ema_decay=0.9, lr=0.0)
+    train['path'].update(pretrain_network_g=str(checkpoint), param_key_g='params')
+    train['train']['grow_pretrained_refiner'] = True
+    run_entries(('train.py', train, tmp_path / 'train.yml'))
+    saved = torch.load(os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth'), weights_only=True)
+    for name, value in saved['params'].items():
+        torch.testing.assert_close(saved['params_ema'][name], value, rtol=0, atol=1e-6)  # EMA rounding
+    grown = NonBlindRefineNet(**{k: v for k, v in refiner.items() if k != 'type'})
+    grown.load_state_dict(saved['params'])
+    generator = torch.Generator().manual_seed(2)
+    sr, lr = torch.rand(4, 3, 24, 24, generator=generator), torch.rand(4, 3, 12, 12, generator=generator)
+    kernel = torch.rand(4, 7, 7, generator=generator)
+    given = dict(kernel=kernel / kernel.sum((-2, -1), keepdim=True), sigma=torch.tensor([0.03, 0.0, 0.02, 0.0]),
+                 degradation=['gaussian8', 'gaussian8', 'classical', 'classical'])
+    with torch.no_grad():
+        expected, result = small(sr, lr, **given), grown(sr, lr, **given)
+    assert (expected - sr).abs().mean() > 1e-2  # the bodies and data steps do change the SR
+    torch.testing.assert_close(result, expected, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="'bodies.0.0.weight' of shape \\(6, 23, 3, 3\\) does not fit the network's \\(4, 16"):
+        embed_state_dict(small.state_dict(), grown.state_dict())
+    with pytest.raises(ValueError, match='the network has no tensor extra'):
+        embed_state_dict(grown.state_dict(), dict(small.state_dict(), extra=torch.zeros(1)))
+
+
+def test_kernel_code_gives_the_model_and_the_kernel_covariance():
+    """An isotropic Gaussian of width σ: c_xx = c_yy = σ² / s², c_xy = 0; a sheared kernel's c_xy changes sign
+    when it is flipped left-right (as the self-ensemble flips it with the LR); the first channel is the model."""
+    from basicsr.data.degradations import bivariate_Gaussian
+    iso = torch.from_numpy(bivariate_Gaussian(21, 2.0, 2.0, 0, isotropic=True)).view(1, 1, 21, 21)
+    aniso = torch.from_numpy(bivariate_Gaussian(21, 3.0, 1.0, np.pi / 4, isotropic=False)).view(1, 1, 21, 21)
+    code = kernel_code(torch.cat((iso, aniso, aniso.flip(-1))), 4, ['classical', 'gaussian8', 'gaussian8']).flatten(1)
+    torch.testing.assert_close(code[0], torch.tensor([1.0, 0.25, 0.25, 0.0], dtype=code.dtype), atol=2e-3, rtol=0)
+    assert code[1, 0] == 0 and code[1, 3] > 0.2
+    torch.testing.assert_close(code[2], code[1] * torch.tensor([1, 1, 1, -1], dtype=code.dtype), atol=1e-12, rtol=0)
 
 
 def test_kernel_files_in_every_format(tmp_path):

@@ -224,17 +224,24 @@ def check_optimization(train):
                   {'optimizer': None}, missing="is not one of BasicSR's", **wording)
 
 
-def check_fixed_refiner_params(opt):
-    """``train.fixed_refiner_params``: only for a BackboneDeltaModel (the one model that reads it), a
-    list of names, each naming a trainable parameter (or module) of ``network_g.refiner`` (built here
-    without its weight files), leaving at least one to train."""
+def check_refiner_training(opt):
+    """The refiner options of ``train`` (read by BackboneDeltaModel and its subclasses only):
+    ``grow_pretrained_refiner`` (true or false; true needs ``path.pretrain_network_g``) and
+    ``fixed_refiner_params``, a list of names, each naming a trainable parameter (or module) of
+    ``network_g.refiner`` (built here without its weight files), leaving at least one to train."""
+    for key in ('grow_pretrained_refiner', 'fixed_refiner_params'):
+        if opt['train'].get(key) is not None and not issubclass(
+                registered_class(MODEL_REGISTRY, opt['model_type']), BackboneDeltaModel):
+            raise OptionFileError(f"train.{key} is read by BackboneDeltaModel and its subclasses only, not by "
+                                  f"model_type {opt['model_type']}")
+    grow = opt['train'].get('grow_pretrained_refiner')
+    if grow is not None and (not isinstance(grow, bool) or grow and not opt['path'].get('pretrain_network_g')):
+        raise OptionFileError(f'train.grow_pretrained_refiner must be true or false, and true needs '
+                              f'path.pretrain_network_g, found {grow!r}')
     fixed = opt['train'].get('fixed_refiner_params')
     if fixed is None:
         return
     where = 'train.fixed_refiner_params'
-    if not issubclass(registered_class(MODEL_REGISTRY, opt['model_type']), BackboneDeltaModel):
-        raise OptionFileError(f"{where} is read by BackboneDeltaModel and its subclasses only, not by "
-                              f"model_type {opt['model_type']}")
     if not isinstance(fixed, list) or not all(isinstance(name, str) for name in fixed):
         raise OptionFileError(f'{where} must be a list of parameter names, found {fixed!r}')
     refiner = build_from_options({k: v for k, v in opt['network_g']['refiner'].items() if k not in WEIGHT_OPTIONS})
@@ -375,7 +382,7 @@ def check_options(opt, is_train):
         # every number of the section (rates, milestones, total_iter, loss weights, EMA decay) and the
         # loop's frequencies: BasicSR's --force_yml reads '1e4' or '-1' as text, as PyYAML reads 5e-5
         check_numbers_not_text(opt['train'], 'train')
-        check_fixed_refiner_params(opt)
+        check_refiner_training(opt)
         for dotted in ('val.val_freq', 'logger.print_freq', 'logger.save_checkpoint_freq'):
             parent, _, key = dotted.partition('.')
             check_numbers_not_text((opt.get(parent) or {}).get(key), dotted)

@@ -48,6 +48,24 @@ def per_sample(value, names):
     return [value[n] for n in names] if isinstance(value, dict) else [value] * len(names)
 
 
+def kernel_code(kernel, scale, names):
+    """(N, 4, 1, 1) what a conditioned body is told of each sample's degradation: 1 for 'classical'
+    (0 for 'gaussian8'), then the blur kernel's second moments c_xx, c_yy, c_xy in LR pixels² (its
+    covariance in HR pixels / s², e.g. c_xx = c_yy = σ_k² / s² for an isotropic Gaussian). The moments
+    follow a flip or transpose of the kernel, as the x8 self-ensemble applies it.
+
+    Args:
+        kernel (Tensor): (N, 1, k, k) summing to 1. scale (int): s. names (list[str]): models.
+    """
+    weights = kernel[:, 0]
+    coords = torch.arange(weights.shape[-1], dtype=weights.dtype, device=weights.device) - (weights.shape[-1] - 1) / 2
+    dy = coords.view(1, -1, 1) - (weights.sum(-1) * coords).sum(-1).view(-1, 1, 1)
+    dx = coords.view(1, 1, -1) - (weights.sum(-2) * coords).sum(-1).view(-1, 1, 1)
+    moments = [(weights * a * b).sum((-2, -1)) / scale ** 2 for a, b in ((dx, dx), (dy, dy), (dx, dy))]
+    classical = torch.tensor([n == 'classical' for n in names], dtype=weights.dtype, device=weights.device)
+    return torch.stack([classical] + moments, dim=1).view(-1, 4, 1, 1)
+
+
 def is_delta(kernel):
     """(N,) bool: the blur kernel (N, 1, k, k) is the identity (all its mass on one tap)."""
     return kernel.flatten(1).amax(dim=1) > 1 - 1e-6
@@ -70,8 +88,10 @@ class NonBlindRefineNet(nn.Module):
     After the backbone, ``stages`` times: a closed-form data step (USRNet's FFT solution of
     ``argmin_x ||y - (x ⊗ psf)↓s||² + α_t ||x - z||²``, with the PSF of the degradation model,
     archs/degradation_psf.py) pulls the estimate ``z`` onto the LR, then a learned LR-resolution body
-    (on the pixel-unshuffled estimate, the LR and a σ map) removes what the inversion amplifies
-    (ringing, noise): ``z <- x + pixel_shuffle(body_t(...))``. The data weight is noise-aware,
+    (on the pixel-unshuffled estimate, the LR and a σ map; with ``conditioned_bodies`` also the
+    pre-filtered LR and :func:`kernel_code`, the degradation model and the kernel's covariance, as
+    constant maps) removes what the inversion amplifies (ringing, noise):
+    ``z <- x + pixel_shuffle(body_t(...))``. The data weight is noise-aware,
     ``log α_t = a_t + b_t · log(1 + σ² / q²)`` (q: 8-bit rounding, :data:`QUANTISATION_SIGMA`):
     with b_t = 1 it grows with the noise variance like a Wiener filter's; a_t, b_t are learned
     (2 scalars per stage), starting at ``log(alpha_init)`` and 1. The first ``z`` is the backbone's SR,
@@ -98,6 +118,9 @@ class NonBlindRefineNet(nn.Module):
             bodies (default both). The shipped x4 option leaves out 'gaussian8': after the pre-filter
             the bodies cost 0.5-0.9 dB there on val291 (they add 0.2-0.7 dB on noise-free 'classical'
             LR and ~1 dB at σ_n 7.65).
+        conditioned_bodies (bool): also feed each body the pre-filtered LR (the backbone's input) and
+            :func:`kernel_code` (7 more input channels, appended after the others, so the weights of a
+            network without them embed with zeros there: ``train.grow_pretrained_refiner``).
         clean_refiner (dict | None): option dict of the clean-path refiner (default
             :data:`SHIPPED_CLEAN_REFINER` at ``upscale``). clean_weights (str | None): its checkpoint
             (verified, strict); clean_param_key (str): key inside it.
@@ -111,7 +134,7 @@ class NonBlindRefineNet(nn.Module):
 
     def __init__(self, upscale=4, num_in_ch=3, stages=2, width=32, num_convs=4, init_std=1e-4, alpha_init=0.01, pad=8,
                  prefilter_lambda=None, prefilter_noise_lambda=6.8e-4,
-                 noise_free_bodies=DEGRADATIONS, clean_refiner=None, clean_weights=None, clean_param_key='params_ema'):
+                 noise_free_bodies=DEGRADATIONS, conditioned_bodies=False, clean_refiner=None, clean_weights=None, clean_param_key='params_ema'):
         super().__init__()
         self.upscale, self.stages, self.pad = upscale, stages, pad
         floors = model_values(prefilter_lambda, 'prefilter_lambda')
@@ -129,8 +152,10 @@ class NonBlindRefineNet(nn.Module):
         self.clean.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.full((stages,), math.log(alpha_init)))
         self.noise_gain = nn.Parameter(torch.ones(stages))
+        self.conditioned_bodies = bool(conditioned_bodies)
         packed = num_in_ch * upscale * upscale
-        self.bodies = nn.ModuleList(residual_conv_body(packed + num_in_ch + 1, width, packed, num_convs, init_std)
+        body_in = packed + num_in_ch + 1 + (num_in_ch + 4 if conditioned_bodies else 0)
+        self.bodies = nn.ModuleList(residual_conv_body(body_in, width, packed, num_convs, init_std)
                                     for _ in range(stages))
         self.data_step = DataNet()
 
@@ -159,15 +184,19 @@ class NonBlindRefineNet(nn.Module):
         s, p = self.upscale, self.pad
         lr = self._pad(lr, p, names)
         z = self._pad(sr, s * p, names)
-        fb, fbc, f2b, fbfy = data_terms(lr, degradation_psf(kernel, s, names).to(lr), s)
+        psf = degradation_psf(kernel, s, names)
+        fb, fbc, f2b, fbfy = data_terms(lr, psf.to(lr), s)
         noise = torch.log1p(noise_ratio(sigma))  # (N, 1, 1, 1)
         alphas = torch.exp(self.log_alpha.view(1, -1, 1, 1) + self.noise_gain.view(1, -1, 1, 1) * noise)
-        sigma_map = sigma.expand(-1, 1, lr.shape[-2], lr.shape[-1])
+        size = (-1, -1, lr.shape[-2], lr.shape[-1])
+        given = [lr, sigma.expand(size[0], 1, *size[2:])]
+        if self.conditioned_bodies:
+            given += [self._prefiltered(lr, psf, sigma, names), kernel_code(kernel, s, names).expand(size)]
         with_bodies = (sigma.view(-1) > 0) | torch.tensor([m in self.noise_free_bodies for m in names], device=lr.device)
         gate = with_bodies.to(lr.dtype).view(-1, 1, 1, 1)
         for t, body in enumerate(self.bodies):
             x = self.data_step(z, fb, fbc, f2b, fbfy, alphas[:, t:t + 1], s)
-            z = x + gate * F.pixel_shuffle(body(torch.cat((pixel_unshuffle(x, s), lr, sigma_map), dim=1)), s)
+            z = x + gate * F.pixel_shuffle(body(torch.cat([pixel_unshuffle(x, s)] + given, dim=1)), s)
         return z[..., s * p:z.shape[-2] - s * p, s * p:z.shape[-1] - s * p]
 
     def _degradation(self, lr, kernel, sigma, degradation):
@@ -194,13 +223,18 @@ class NonBlindRefineNet(nn.Module):
         if self.prefilter_lambda is None or clean.all():
             return lr
         p = self.pad
+        filtered = self._prefiltered(self._pad(lr, p, names), degradation_psf(kernel, self.upscale, names), sigma, names)
+        return torch.where(clean.view(-1, 1, 1, 1), lr, filtered[..., p:filtered.shape[-2] - p, p:filtered.shape[-1] - p])
+
+    def _prefiltered(self, lr, psf, sigma, names):
+        """The LR Wiener filter's estimate of the clean bicubic LR, clamped to [0, 1] (``lr`` itself
+        without ``prefilter_lambda``); ``lr`` padded already, ``psf`` from :func:`degradation_psf`."""
+        if self.prefilter_lambda is None:
+            return lr
         floor, growth = (torch.tensor(per_sample(value, names), dtype=torch.float64, device=lr.device)
                          for value in (self.prefilter_lambda, self.prefilter_noise_lambda))
         lam = floor + growth * noise_ratio(sigma.view(-1).double())
-        psf = degradation_psf(kernel, self.upscale, names)
-        filtered = lr_wiener_to_bicubic(self._pad(lr, p, names), psf, self.upscale, lam)
-        filtered = filtered[..., p:filtered.shape[-2] - p, p:filtered.shape[-1] - p]
-        return torch.where(clean.view(-1, 1, 1, 1), lr, filtered.clamp(0, 1))
+        return lr_wiener_to_bicubic(lr, psf, self.upscale, lam).clamp(0, 1)
 
     def forward(self, sr, lr, kernel=None, sigma=None, degradation='gaussian8'):
         s = self.upscale

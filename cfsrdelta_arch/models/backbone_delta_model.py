@@ -4,7 +4,7 @@ import torch
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from cfsrdelta_arch.utils.weights import freeze_parameters, load_state_dict_file, naming_checkpoint
+from cfsrdelta_arch.utils.weights import embed_state_dict, freeze_parameters, load_state_dict_file, naming_checkpoint
 from .ttasr_model import TTASRModel, refuse_losses_but_pixel
 
 
@@ -15,7 +15,8 @@ class BackboneDeltaModel(TTASRModel):
     The backbone's weights come with the network: ``network_g.backbone_weights`` (see BackboneDelta).
     Options used beyond BasicSR's SRModel:
     - ``path.pretrain_network_g``: refiner weights (what this model saves) or a whole exported
-      BackboneDelta (keys ``backbone.*``/``refiner.*``).
+      BackboneDelta (keys ``backbone.*``/``refiner.*``); ``train.grow_pretrained_refiner: true`` grows a
+      smaller refiner's weights into this one (:meth:`load_network`).
     - data key ``base`` (from PairedCachedBaseDataset): a cached SR_base, which skips the backbone.
 
     Best-checkpoint capture, early stopping, exact resume and the non-finite-loss stop come from
@@ -43,10 +44,15 @@ class BackboneDeltaModel(TTASRModel):
         return super().model_to_device(net)
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
-        """Load refiner weights, or a whole BackboneDelta when the file has ``backbone.*`` keys."""
+        """Load refiner weights, or a whole BackboneDelta when the file has ``backbone.*`` keys. With
+        ``train.grow_pretrained_refiner``, refiner weights of a smaller refiner of the same kind are embedded
+        (:func:`embed_state_dict`): the network starts as the checkpoint's, and learns with what is new."""
         net = self.get_bare_model(net)
         state_dict = load_state_dict_file(load_path, param_key)
         with naming_checkpoint(load_path):
+            if self.opt.get('train', {}).get('grow_pretrained_refiner'):
+                # net_g is loaded first: the EMA copy takes its draw for what is new, so both start equal
+                state_dict = embed_state_dict(self.get_bare_model(self.net_g).refiner.state_dict(), state_dict)
             target = net.load_refiner_or_whole(state_dict, strict=strict)
         get_root_logger().info(f'Loaded {target.__class__.__name__} from {load_path} [{param_key}]')
 

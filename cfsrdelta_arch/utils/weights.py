@@ -284,6 +284,39 @@ def load_weights(net, path, param_key='params', strict=True):
     return net
 
 
+def embed_state_dict(target, state_dict):
+    """``state_dict`` embedded in the tensors of ``target`` (a larger network's state dict of the same
+    kind: conv layers with more input channels or a greater width), so that the larger network
+    computes what the smaller one did.
+
+    Each tensor of ``state_dict`` fills the leading block of ``target``'s tensor of the same name, and
+    the rest of every input axis (dim 1 of a conv weight: new input channels, or the channels of new
+    hidden units) is set to 0; new output rows keep ``target``'s values, e.g. a fresh initialisation,
+    so new hidden units receive gradients (zero incoming *and* outgoing weights would never train).
+    Tensors of ``target`` that ``state_dict`` lacks keep their values. Idempotent for equal shapes.
+
+    Raises:
+        ValueError: a tensor of ``state_dict`` that ``target`` lacks, or one that does not fit.
+    """
+    embedded = {}
+    for name, value in target.items():
+        old = state_dict.get(name)
+        if old is None or old.shape == value.shape:
+            embedded[name] = value if old is None else old
+            continue
+        if old.dim() != value.dim() or any(o > n for o, n in zip(old.shape, value.shape)):
+            raise ValueError(f"'{name}' of shape {tuple(old.shape)} does not fit the network's {tuple(value.shape)}")
+        grown = value.clone()
+        if grown.dim() > 1:
+            grown[:, old.shape[1]:] = 0
+        grown[tuple(slice(0, size) for size in old.shape)] = old
+        embedded[name] = grown
+    unknown = sorted(set(state_dict) - set(target))
+    if unknown:
+        raise ValueError(f'the network has no tensor {", ".join(unknown)}')
+    return embedded
+
+
 def freeze_parameters(net, names):
     """Set ``requires_grad=False`` on the parameters of ``net`` named by ``names`` (a parameter's full
     name, or a module prefix such as ``bodies.0``); raise ValueError if one of ``names`` matches no
