@@ -253,7 +253,7 @@ def test_option_files_give_the_same_sr_on_clean_lr(scale):
 
 @pytest.mark.parametrize('scale,training', [(2, 'train_CFSRDelta_NonBlind_x2_mse.yml'),
                                             (3, 'train_CFSRDelta_NonBlind_x3.yml'),
-                                            (4, 'train_CFSRDelta_NonBlind_x4_mse.yml')])
+                                            (4, 'train_CFSRDelta_NonBlind_x4_cond2.yml')])
 def test_test_option_builds_the_refiner_its_weights_were_trained_as(scale, training):
     """The shipped test option's refiner equals the training option's that made its weights, up to the
     keys that only matter when training starts (a different pre-filter λ would load without error)."""
