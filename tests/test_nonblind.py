@@ -19,14 +19,14 @@ from cfsrdelta_arch.archs.bprefinenet_arch import BPRefineNet
 from cfsrdelta_arch.archs.backbone_delta_arch import BackboneDelta
 from cfsrdelta_arch.archs.bicubic_layers import symmetric_pad
 from cfsrdelta_arch.archs.degradation_psf import degradation_psf, lr_wiener_to_bicubic, pad_like_degradation
-from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet, kernel_code
+from cfsrdelta_arch.archs.nonblind_refinenet_arch import NonBlindRefineNet, degradation_code
 from cfsrdelta_arch.archs.usrnet_arch import p2o
 from cfsrdelta_arch.data.degradations import blur_downsample, setting_kernels
 from cfsrdelta_arch.data.degraded_onthefly_dataset import DegradedOnTheFlyDataset
 from cfsrdelta_arch.data.paired_cached_base_dataset import DatasetError
 from cfsrdelta_arch.models.degradation_inputs import degradation_inputs
 from cfsrdelta_arch.utils.inference import self_ensemble
-from cfsrdelta_arch.utils.weights import embed_state_dict
+from cfsrdelta_arch.utils.weights import CheckpointError, embed_state_dict
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 SHIPPED_DELTA = os.path.join(ROOT, 'weights', 'cfsrdelta', 'CFSRDelta_BPRefineNet_x{}.pth')
@@ -481,9 +481,11 @@ def test_fixed_refiner_params_stay_as_loaded(tmp_path, exp_name, backbone_path):
 
 def test_grown_refiner_starts_as_the_checkpoint(tmp_path, exp_name, backbone_path):  # noqa: F811
     """``train.grow_pretrained_refiner``: a width-4 refiner's weights grown into a width-6 one that also sees
-    the pre-filtered LR and the kernel code. Two iterations at learning rate 0 through train.py leave the
-    grown weights, equal in net_g and its EMA (to the EMA's rounding); they give the small network's output on noisy and noise-free
-    LR of both models (what is new starts with no effect), and a checkpoint that does not fit is refused."""
+    the pre-filtered LR and the degradation code. Two iterations at learning rate 0 through train.py leave
+    the grown weights: the checkpoint's block, zero new input columns, fresh (non-zero) new rows, the same
+    in net_g and its EMA (to the EMA's rounding); they give the small network's output on noisy and
+    noise-free LR of both models (what is new starts with no effect), and the bodies are fed what the
+    option says. A checkpoint of another structure, or one that would grow a frozen tensor, is refused."""
     hr, _, val = degraded_val_folder(tmp_path, 'gaussian8', 'g1.14_n2.55')
     small_opt = {'upscale': 2, 'width': 4, 'num_convs': 2, 'pad': 4, 'clean_refiner': TINY_CLEAN,
                  'prefilter_lambda': {'gaussian8': 3e-4, 'classical': 1e-2}}
@@ -504,6 +506,9 @@ def test_grown_refiner_starts_as_the_checkpoint(tmp_path, exp_name, backbone_pat
     saved = torch.load(os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth'), weights_only=True)
     for name, value in saved['params'].items():
         torch.testing.assert_close(saved['params_ema'][name], value, rtol=0, atol=1e-6)  # EMA rounding
+    first = saved['params']['bodies.0.0.weight']  # (6, 16 + 7, 3, 3) from (4, 16, 3, 3)
+    torch.testing.assert_close(first[:4, :16], small.state_dict()['bodies.0.0.weight'], rtol=0, atol=0)
+    assert first[:, 16:].abs().max() == 0 and first[4:, :16].abs().min() > 0
     grown = NonBlindRefineNet(**{k: v for k, v in refiner.items() if k != 'type'})
     grown.load_state_dict(saved['params'])
     generator = torch.Generator().manual_seed(2)
@@ -511,26 +516,45 @@ def test_grown_refiner_starts_as_the_checkpoint(tmp_path, exp_name, backbone_pat
     kernel = torch.rand(4, 7, 7, generator=generator)
     given = dict(kernel=kernel / kernel.sum((-2, -1), keepdim=True), sigma=torch.tensor([0.03, 0.0, 0.02, 0.0]),
                  degradation=['gaussian8', 'gaussian8', 'classical', 'classical'])
+    body_inputs = []
+    grown.bodies[0][0].register_forward_hook(lambda module, args, out: body_inputs.append(args[0]))
     with torch.no_grad():
         expected, result = small(sr, lr, **given), grown(sr, lr, **given)
+        prefiltered = grown.backbone_input(lr, **given)
     assert (expected - sr).abs().mean() > 1e-2  # the bodies and data steps do change the SR
     torch.testing.assert_close(result, expected, rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="'bodies.0.0.weight' of shape \\(6, 23, 3, 3\\) does not fit the network's \\(4, 16"):
-        embed_state_dict(small.state_dict(), grown.state_dict())
-    with pytest.raises(ValueError, match='the network has no tensor extra'):
-        embed_state_dict(grown.state_dict(), dict(small.state_dict(), extra=torch.zeros(1)))
+    pad = small_opt['pad']
+    torch.testing.assert_close(body_inputs[0][:, -7:-4, pad:-pad, pad:-pad], prefiltered, rtol=0, atol=1e-6)
+    code = degradation_code(given['kernel'].unsqueeze(1), 2, given['degradation'])
+    torch.testing.assert_close(body_inputs[0][:, -4:], code.expand(-1, -1, 12 + 2 * pad, 12 + 2 * pad))
+    trainable = {name for name, p in grown.named_parameters() if p.requires_grad}
+    one_stage = NonBlindRefineNet(**dict(small_opt, stages=1)).state_dict()
+    for target, state, growable, message in (
+            (small.state_dict(), grown.state_dict(), trainable, r"'bodies.0.0.weight' of shape \(6, 23, 3, 3\) does not grow"),
+            (grown.state_dict(), small.state_dict(), trainable - {'bodies.0.0.weight'}, r'\(4, 16, 3, 3\) does not grow'),
+            (grown.state_dict(), dict(small.state_dict(), extra=torch.zeros(1)), trainable, 'the network has no extra'),
+            (grown.state_dict(), one_stage, trainable, 'it lacks bodies.1.0.bias')):
+        with pytest.raises(CheckpointError, match=message):
+            embed_state_dict(target, state, growable)
 
 
-def test_kernel_code_gives_the_model_and_the_kernel_covariance():
-    """An isotropic Gaussian of width σ: c_xx = c_yy = σ² / s², c_xy = 0; a sheared kernel's c_xy changes sign
-    when it is flipped left-right (as the self-ensemble flips it with the LR); the first channel is the model."""
+def test_degradation_code_gives_the_model_and_the_kernel_covariance():
+    """An isotropic Gaussian of width σ: c_xx = c_yy = σ² / s², c_xy = 0; an axis-aligned anisotropic one
+    (σx 3, σy 1) gives c_xx = 9/s², c_yy = 1/s², swapped by a transpose; a sheared kernel's c_xy changes sign
+    when it is flipped left-right (as the self-ensemble flips it with the LR); an off-centre kernel has the
+    same moments (they are about its own centre); the first channel is the model."""
     from basicsr.data.degradations import bivariate_Gaussian
     iso = torch.from_numpy(bivariate_Gaussian(21, 2.0, 2.0, 0, isotropic=True)).view(1, 1, 21, 21)
-    aniso = torch.from_numpy(bivariate_Gaussian(21, 3.0, 1.0, np.pi / 4, isotropic=False)).view(1, 1, 21, 21)
-    code = kernel_code(torch.cat((iso, aniso, aniso.flip(-1))), 4, ['classical', 'gaussian8', 'gaussian8']).flatten(1)
-    torch.testing.assert_close(code[0], torch.tensor([1.0, 0.25, 0.25, 0.0], dtype=code.dtype), atol=2e-3, rtol=0)
-    assert code[1, 0] == 0 and code[1, 3] > 0.2
-    torch.testing.assert_close(code[2], code[1] * torch.tensor([1, 1, 1, -1], dtype=code.dtype), atol=1e-12, rtol=0)
+    wide = torch.from_numpy(bivariate_Gaussian(21, 3.0, 1.0, 0, isotropic=False)).view(1, 1, 21, 21)
+    sheared = torch.from_numpy(bivariate_Gaussian(21, 3.0, 1.0, np.pi / 4, isotropic=False)).view(1, 1, 21, 21)
+    shifted = F.pad(iso[..., 2:, :], (0, 0, 0, 2))  # centre 2 rows up (the cut rows hold ~1e-4 of the mass)
+    kernels = torch.cat((iso, wide, wide.transpose(-2, -1), sheared, sheared.flip(-1), shifted))
+    code = degradation_code(kernels, 4, ['classical'] + ['gaussian8'] * 5).flatten(1)
+    expected = torch.tensor([[1, 4, 4, 0], [0, 9, 1, 0], [0, 1, 9, 0]], dtype=code.dtype) / torch.tensor([1, 16, 16, 16])
+    torch.testing.assert_close(code[:3], expected.to(code.dtype), atol=1e-2, rtol=0)  # σ 3 is cut at 3.3σ
+    assert code[3, 3] > 0.2
+    torch.testing.assert_close(code[4], code[3] * torch.tensor([1, 1, 1, -1], dtype=code.dtype), atol=1e-12, rtol=0)
+    torch.testing.assert_close(code[5, 1:], code[0, 1:], atol=1e-4, rtol=0)  # about its centre: c_yy would be +4/16
 
 
 def test_kernel_files_in_every_format(tmp_path):

@@ -235,9 +235,10 @@ def check_refiner_training(opt):
             raise OptionFileError(f"train.{key} is read by BackboneDeltaModel and its subclasses only, not by "
                                   f"model_type {opt['model_type']}")
     grow = opt['train'].get('grow_pretrained_refiner')
-    if grow is not None and (not isinstance(grow, bool) or grow and not opt['path'].get('pretrain_network_g')):
-        raise OptionFileError(f'train.grow_pretrained_refiner must be true or false, and true needs '
-                              f'path.pretrain_network_g, found {grow!r}')
+    if grow is not None and not isinstance(grow, bool):
+        raise OptionFileError(f'train.grow_pretrained_refiner must be true or false, found {grow!r}')
+    if grow and not opt['path'].get('pretrain_network_g'):
+        raise OptionFileError('train.grow_pretrained_refiner: true needs path.pretrain_network_g (the checkpoint to grow)')
     fixed = opt['train'].get('fixed_refiner_params')
     if fixed is None:
         return

@@ -48,7 +48,11 @@ def per_sample(value, names):
     return [value[n] for n in names] if isinstance(value, dict) else [value] * len(names)
 
 
-def kernel_code(kernel, scale, names):
+# Channels of :func:`degradation_code`: the model flag and the kernel's three second moments.
+DEGRADATION_CODE_CHANNELS = 4
+
+
+def degradation_code(kernel, scale, names):
     """(N, 4, 1, 1) what a conditioned body is told of each sample's degradation: 1 for 'classical'
     (0 for 'gaussian8'), then the blur kernel's second moments c_xx, c_yy, c_xy in LR pixels² (its
     covariance in HR pixels / s², e.g. c_xx = c_yy = σ_k² / s² for an isotropic Gaussian). The moments
@@ -63,7 +67,7 @@ def kernel_code(kernel, scale, names):
     dx = coords.view(1, 1, -1) - (weights.sum(-2) * coords).sum(-1).view(-1, 1, 1)
     moments = [(weights * a * b).sum((-2, -1)) / scale ** 2 for a, b in ((dx, dx), (dy, dy), (dx, dy))]
     classical = torch.tensor([n == 'classical' for n in names], dtype=weights.dtype, device=weights.device)
-    return torch.stack([classical] + moments, dim=1).view(-1, 4, 1, 1)
+    return torch.stack([classical] + moments, dim=1).view(-1, DEGRADATION_CODE_CHANNELS, 1, 1)
 
 
 def is_delta(kernel):
@@ -89,7 +93,7 @@ class NonBlindRefineNet(nn.Module):
     ``argmin_x ||y - (x ⊗ psf)↓s||² + α_t ||x - z||²``, with the PSF of the degradation model,
     archs/degradation_psf.py) pulls the estimate ``z`` onto the LR, then a learned LR-resolution body
     (on the pixel-unshuffled estimate, the LR and a σ map; with ``conditioned_bodies`` also the
-    pre-filtered LR and :func:`kernel_code`, the degradation model and the kernel's covariance, as
+    pre-filtered LR and :func:`degradation_code`, the degradation model and the kernel's covariance, as
     constant maps) removes what the inversion amplifies (ringing, noise):
     ``z <- x + pixel_shuffle(body_t(...))``. The data weight is noise-aware,
     ``log α_t = a_t + b_t · log(1 + σ² / q²)`` (q: 8-bit rounding, :data:`QUANTISATION_SIGMA`):
@@ -119,8 +123,9 @@ class NonBlindRefineNet(nn.Module):
             the bodies cost 0.5-0.9 dB there on val291 (they add 0.2-0.7 dB on noise-free 'classical'
             LR and ~1 dB at σ_n 7.65).
         conditioned_bodies (bool): also feed each body the pre-filtered LR (the backbone's input) and
-            :func:`kernel_code` (7 more input channels, appended after the others, so the weights of a
-            network without them embed with zeros there: ``train.grow_pretrained_refiner``).
+            :func:`degradation_code` (num_in_ch + 4 more input channels, appended after the others, so
+            the weights of a network without them embed with zeros there: ``train.grow_pretrained_refiner``).
+            Needs ``prefilter_lambda``.
         clean_refiner (dict | None): option dict of the clean-path refiner (default
             :data:`SHIPPED_CLEAN_REFINER` at ``upscale``). clean_weights (str | None): its checkpoint
             (verified, strict); clean_param_key (str): key inside it.
@@ -134,7 +139,8 @@ class NonBlindRefineNet(nn.Module):
 
     def __init__(self, upscale=4, num_in_ch=3, stages=2, width=32, num_convs=4, init_std=1e-4, alpha_init=0.01, pad=8,
                  prefilter_lambda=None, prefilter_noise_lambda=6.8e-4,
-                 noise_free_bodies=DEGRADATIONS, conditioned_bodies=False, clean_refiner=None, clean_weights=None, clean_param_key='params_ema'):
+                 noise_free_bodies=DEGRADATIONS, conditioned_bodies=False, clean_refiner=None, clean_weights=None,
+                 clean_param_key='params_ema'):
         super().__init__()
         self.upscale, self.stages, self.pad = upscale, stages, pad
         floors = model_values(prefilter_lambda, 'prefilter_lambda')
@@ -152,9 +158,12 @@ class NonBlindRefineNet(nn.Module):
         self.clean.requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.full((stages,), math.log(alpha_init)))
         self.noise_gain = nn.Parameter(torch.ones(stages))
-        self.conditioned_bodies = bool(conditioned_bodies)
+        if not isinstance(conditioned_bodies, bool) or conditioned_bodies and prefilter_lambda is None:
+            raise ValueError(f'conditioned_bodies must be true or false, and true needs prefilter_lambda (the bodies '
+                             f'see the pre-filtered LR), got {conditioned_bodies!r}')
+        self.conditioned_bodies = conditioned_bodies
         packed = num_in_ch * upscale * upscale
-        body_in = packed + num_in_ch + 1 + (num_in_ch + 4 if conditioned_bodies else 0)
+        body_in = packed + num_in_ch + 1 + (num_in_ch + DEGRADATION_CODE_CHANNELS if conditioned_bodies else 0)
         self.bodies = nn.ModuleList(residual_conv_body(body_in, width, packed, num_convs, init_std)
                                     for _ in range(stages))
         self.data_step = DataNet()
@@ -188,10 +197,10 @@ class NonBlindRefineNet(nn.Module):
         fb, fbc, f2b, fbfy = data_terms(lr, psf.to(lr), s)
         noise = torch.log1p(noise_ratio(sigma))  # (N, 1, 1, 1)
         alphas = torch.exp(self.log_alpha.view(1, -1, 1, 1) + self.noise_gain.view(1, -1, 1, 1) * noise)
-        size = (-1, -1, lr.shape[-2], lr.shape[-1])
-        given = [lr, sigma.expand(size[0], 1, *size[2:])]
+        lr_size = lr.shape[-2:]
+        given = [lr, sigma.expand(-1, 1, *lr_size)]  # what every body sees beside the estimate
         if self.conditioned_bodies:
-            given += [self._prefiltered(lr, psf, sigma, names), kernel_code(kernel, s, names).expand(size)]
+            given += [self._prefiltered(lr, psf, sigma, names), degradation_code(kernel, s, names).expand(-1, -1, *lr_size)]
         with_bodies = (sigma.view(-1) > 0) | torch.tensor([m in self.noise_free_bodies for m in names], device=lr.device)
         gate = with_bodies.to(lr.dtype).view(-1, 1, 1, 1)
         for t, body in enumerate(self.bodies):
@@ -223,12 +232,14 @@ class NonBlindRefineNet(nn.Module):
         if self.prefilter_lambda is None or clean.all():
             return lr
         p = self.pad
-        filtered = self._prefiltered(self._pad(lr, p, names), degradation_psf(kernel, self.upscale, names), sigma, names)
+        psf = degradation_psf(kernel, self.upscale, names)
+        filtered = self._prefiltered(self._pad(lr, p, names), psf, sigma, names)
         return torch.where(clean.view(-1, 1, 1, 1), lr, filtered[..., p:filtered.shape[-2] - p, p:filtered.shape[-1] - p])
 
     def _prefiltered(self, lr, psf, sigma, names):
-        """The LR Wiener filter's estimate of the clean bicubic LR, clamped to [0, 1] (``lr`` itself
-        without ``prefilter_lambda``); ``lr`` padded already, ``psf`` from :func:`degradation_psf`."""
+        """(N, C, H, W) the LR Wiener filter's estimate of the clean bicubic LR of ``lr`` (N, C, H, W), padded
+        already, clamped to [0, 1] (``lr`` itself without ``prefilter_lambda``); ``psf`` (N, 1, K, K) from
+        :func:`degradation_psf`, σ (N, 1, 1, 1)."""
         if self.prefilter_lambda is None:
             return lr
         floor, growth = (torch.tensor(per_sample(value, names), dtype=torch.float64, device=lr.device)

@@ -50,9 +50,11 @@ class BackboneDeltaModel(TTASRModel):
         net = self.get_bare_model(net)
         state_dict = load_state_dict_file(load_path, param_key)
         with naming_checkpoint(load_path):
-            if self.opt.get('train', {}).get('grow_pretrained_refiner'):
+            if (self.opt.get('train') or {}).get('grow_pretrained_refiner'):
                 # net_g is loaded first: the EMA copy takes its draw for what is new, so both start equal
-                state_dict = embed_state_dict(self.get_bare_model(self.net_g).refiner.state_dict(), state_dict)
+                refiner = self.get_bare_model(self.net_g).refiner
+                state_dict = embed_state_dict(refiner.state_dict(), state_dict,
+                                              {name for name, p in refiner.named_parameters() if p.requires_grad})
             target = net.load_refiner_or_whole(state_dict, strict=strict)
         get_root_logger().info(f'Loaded {target.__class__.__name__} from {load_path} [{param_key}]')
 

@@ -284,36 +284,43 @@ def load_weights(net, path, param_key='params', strict=True):
     return net
 
 
-def embed_state_dict(target, state_dict):
-    """``state_dict`` embedded in the tensors of ``target`` (a larger network's state dict of the same
-    kind: conv layers with more input channels or a greater width), so that the larger network
-    computes what the smaller one did.
+def embed_state_dict(target, state_dict, growable):
+    """``state_dict`` embedded in the tensors of ``target``, a larger network's state dict of the same
+    structure (the same tensor names; conv layers with more input channels or a greater width), so that
+    the larger network computes what the smaller one did.
 
-    Each tensor of ``state_dict`` fills the leading block of ``target``'s tensor of the same name, and
-    the rest of every input axis (dim 1 of a conv weight: new input channels, or the channels of new
-    hidden units) is set to 0; new output rows keep ``target``'s values, e.g. a fresh initialisation,
-    so new hidden units receive gradients (zero incoming *and* outgoing weights would never train).
-    Tensors of ``target`` that ``state_dict`` lacks keep their values. Idempotent for equal shapes.
+    Each tensor named in ``growable`` (e.g. the trainable parameters) may be larger than the checkpoint's
+    along its first two axes only: the checkpoint fills the leading block, the rest of the input axis
+    (dim 1 of a conv weight: new input channels, or the channels of new hidden units) is set to 0, and new
+    output rows keep ``target``'s values, e.g. a fresh initialisation, so new hidden units receive
+    gradients (zero incoming *and* outgoing weights would never train). Every other tensor (a frozen part,
+    a buffer) must match exactly. Tensors of equal shape are taken as they are.
 
     Raises:
-        ValueError: a tensor of ``state_dict`` that ``target`` lacks, or one that does not fit.
+        CheckpointError: different tensor names, or a tensor that does not fit (one line).
     """
+    missing, unknown = sorted(set(target) - set(state_dict)), sorted(set(state_dict) - set(target))
+    if missing or unknown:
+        def listed(names):
+            return ', '.join(names[:3]) + (f' and {len(names) - 3} more' if len(names) > 3 else '')
+        raise CheckpointError('grows only a refiner of the same structure: ' + '; '.join(
+            text for text in (missing and f'it lacks {listed(missing)}', unknown and f'the network has no {listed(unknown)}')
+            if text))
     embedded = {}
     for name, value in target.items():
-        old = state_dict.get(name)
-        if old is None or old.shape == value.shape:
-            embedded[name] = value if old is None else old
+        old = state_dict[name]
+        if old.shape == value.shape:
+            embedded[name] = old
             continue
-        if old.dim() != value.dim() or any(o > n for o, n in zip(old.shape, value.shape)):
-            raise ValueError(f"'{name}' of shape {tuple(old.shape)} does not fit the network's {tuple(value.shape)}")
+        if (name not in growable or old.dim() != value.dim() or old.shape[2:] != value.shape[2:]
+                or any(o > n for o, n in zip(old.shape, value.shape))):
+            raise CheckpointError(f"'{name}' of shape {tuple(old.shape)} does not grow into the network's "
+                                  f"{tuple(value.shape)} (only trainable tensors grow, along their first two axes)")
         grown = value.clone()
         if grown.dim() > 1:
             grown[:, old.shape[1]:] = 0
         grown[tuple(slice(0, size) for size in old.shape)] = old
         embedded[name] = grown
-    unknown = sorted(set(state_dict) - set(target))
-    if unknown:
-        raise ValueError(f'the network has no tensor {", ".join(unknown)}')
     return embedded
 
 
