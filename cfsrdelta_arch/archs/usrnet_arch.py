@@ -107,7 +107,8 @@ def block_mean(x, sf):
     """Mean of the sf x sf blocks of a spectrum (N, C, H, W) -> (N, C, H/sf, W/sf): the block
     (i, j) covers rows i·H/sf ... and columns j·W/sf ... (decimation by sf aliases these together)."""
     n, c, h, w = x.shape
-    return x.view(n, c, sf, h // sf, sf, w // sf).mean(dim=(2, 4))
+    # two single-axis sums: ~6x faster on the CPU than one mean over the two strided axes (complex input)
+    return x.view(n, c, sf, h // sf, sf, w // sf).sum(2).sum(3) / (sf * sf)
 
 
 def data_terms(y, kernel, sf):
@@ -122,9 +123,8 @@ def data_terms(y, kernel, sf):
     """
     fb = p2o(kernel, (y.shape[-2] * sf, y.shape[-1] * sf))
     fbc = fb.conj()
-    up = y.new_zeros(y.shape[:-2] + (y.shape[-2] * sf, y.shape[-1] * sf))
-    up[..., ::sf, ::sf] = y
-    return fb, fbc, (fb * fbc).real, fbc * torch.fft.fft2(up)
+    # y zero-upsampled by s has the LR spectrum repeated s x s times: one LR-sized FFT instead of an HR one
+    return fb, fbc, (fb * fbc).real, fbc * torch.fft.fft2(y).repeat(1, 1, sf, sf)
 
 
 class DataNet(nn.Module):
@@ -138,11 +138,13 @@ class DataNet(nn.Module):
 
     def forward(self, x, fb, fbc, f2b, fbfy, alpha, sf):
         fr = fbfy + torch.fft.fft2(alpha * x)
-        fbr = block_mean(fb * fr, sf)
-        inv_w = block_mean(f2b, sf)
-        inv_wbr = fbr / (inv_w + alpha)
-        fx = (fr - fbc * inv_wbr.repeat(1, 1, sf, sf)) / alpha
-        return torch.fft.ifft2(fx).real
+        n, c, height, width = fr.shape
+        inv_wbr = block_mean(fb * fr, sf) / (block_mean(f2b, sf) + alpha)  # (N, C, H/sf, W/sf)
+        blocks = (sf, height // sf, sf, width // sf)  # the correction repeats over the sf x sf blocks
+        fx = (fr.view(n, c, *blocks) - fbc.view(fbc.shape[0], fbc.shape[1], *blocks) * inv_wbr[:, :, None, :, None])
+        fx = fx.view(n, c, height, width) / alpha
+        # the solution is real, so its spectrum is Hermitian: the inverse needs the non-negative half only
+        return torch.fft.irfft2(fx[..., :width // 2 + 1], s=(height, width))
 
 
 class HyPaNet(nn.Module):
