@@ -482,8 +482,8 @@ def test_fixed_refiner_params_stay_as_loaded(tmp_path, exp_name, backbone_path):
 def test_grown_refiner_starts_as_the_checkpoint(tmp_path, exp_name, backbone_path):  # noqa: F811
     """``train.grow_pretrained_refiner``: a width-4 refiner's weights grown into a width-6 one that also sees
     the pre-filtered LR and the degradation code. Two iterations at learning rate 0 through train.py leave
-    the grown weights: the checkpoint's block, zero new input columns, fresh (non-zero) new rows, the same
-    in net_g and its EMA (to the EMA's rounding); they give the small network's output on noisy and
+    the grown weights: the checkpoint's block, zero new input columns, fresh (non-zero) new rows, which the
+    EMA copy shares while its block comes from the checkpoint's EMA; they give the small network's output on noisy and
     noise-free LR of both models (what is new starts with no effect), and the bodies are fed what the
     option says. A checkpoint of another structure, or one that would grow a frozen tensor, is refused."""
     hr, _, val = degraded_val_folder(tmp_path, 'gaussian8', 'g1.14_n2.55')
@@ -495,7 +495,8 @@ def test_grown_refiner_starts_as_the_checkpoint(tmp_path, exp_name, backbone_pat
         for param in small.bodies.parameters():
             param.normal_(0, 0.2)
     checkpoint = tmp_path / 'small.pth'
-    torch.save({'params': small.state_dict(), 'params_ema': small.state_dict()}, checkpoint)
+    averaged = {name: value + 0.05 if name.startswith('bodies.') else value for name, value in small.state_dict().items()}
+    torch.save({'params': small.state_dict(), 'params_ema': averaged}, checkpoint)  # the EMA loads its own key
     refiner = dict(small_opt, type='NonBlindRefineNet', width=6, conditioned_bodies=True)
     network = {'type': 'BackboneDelta', 'backbone_weights': backbone_path, 'backbone': TINY_CFSR, 'refiner': refiner}
     train = degraded_training_options(exp_name, 'NonBlindDeltaModel', hr, val, network,
@@ -504,11 +505,12 @@ def test_grown_refiner_starts_as_the_checkpoint(tmp_path, exp_name, backbone_pat
     train['train']['grow_pretrained_refiner'] = True
     run_entries(('train.py', train, tmp_path / 'train.yml'))
     saved = torch.load(os.path.join(ROOT, 'experiments', exp_name, 'models', 'net_g_2.pth'), weights_only=True)
-    for name, value in saved['params'].items():
-        torch.testing.assert_close(saved['params_ema'][name], value, rtol=0, atol=1e-6)  # EMA rounding
-    first = saved['params']['bodies.0.0.weight']  # (6, 16 + 7, 3, 3) from (4, 16, 3, 3)
+    first, first_ema = saved['params']['bodies.0.0.weight'], saved['params_ema']['bodies.0.0.weight']  # (6, 23, 3, 3)
     torch.testing.assert_close(first[:4, :16], small.state_dict()['bodies.0.0.weight'], rtol=0, atol=0)
     assert first[:, 16:].abs().max() == 0 and first[4:, :16].abs().min() > 0
+    # the EMA: its own checkpoint values (moved towards net_g by 2 updates), net_g's draw for the new rows
+    assert (first_ema[:4, :16] - first[:4, :16]).abs().min() > 0.03
+    torch.testing.assert_close(first_ema[4:], first[4:], rtol=0, atol=1e-6)
     grown = NonBlindRefineNet(**{k: v for k, v in refiner.items() if k != 'type'})
     grown.load_state_dict(saved['params'])
     generator = torch.Generator().manual_seed(2)
