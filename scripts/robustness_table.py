@@ -23,6 +23,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 import cfsrdelta_arch  # noqa: F401
 from cfsrdelta_arch.app import robustness
 from cfsrdelta_arch.app.cli import add_debug_arg, run_main
+from cfsrdelta_arch.utils.allocator import keep_freed_memory_for_reuse
 
 
 def build_parser():
@@ -71,7 +72,9 @@ def body(args):
 
 def main(argv=None):
     parser = build_parser()
-    return run_main(body, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    keep_freed_memory_for_reuse()  # whole-image feature maps: see utils/allocator.py
+    return run_main(body, args)
 
 
 if __name__ == '__main__':

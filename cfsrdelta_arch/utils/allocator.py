@@ -1,4 +1,5 @@
-"""glibc malloc settings for image-sized tensors (the CLI's default).
+"""glibc malloc settings for image-sized tensors (the default of the CLI, the BasicSR test runner and
+the table scripts: the entry points that run whole images).
 
 By default glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap``
 and returns it to the kernel on ``free``, so each of the hundreds of feature maps of one forward pass
@@ -7,8 +8,9 @@ memory (a huge ``M_TRIM_THRESHOLD``) lets later blocks reuse the pages. Measured
 backend, SREngine, 2 threads, best of 2 in alternated child processes, idle machine): 2560x1440
 output as a whole image 13.03 s -> 3.74 s (3.5x), peak RSS 1452 -> 1887 MiB; 1280x720 1.20 -> 0.92 s;
 OpenVINO plans its own memory and was unchanged (720p 0.68 vs 0.75 s, tiled 4K 15.6 vs 15.5 s,
-within noise). The cost is that freed memory stays with the process until it exits, hence a CLI
-default and not something the library does to its users' processes.
+within noise). The BasicSR test runner on B100 x4 (CFSR): 38-42 s -> 26-31 s. The cost is that freed
+memory stays with the process until it exits, hence an entry point's default and not something the
+library does to its users' processes.
 """
 import ctypes
 import ctypes.util
