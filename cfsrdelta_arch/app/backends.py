@@ -78,9 +78,12 @@ class TorchBackend:
     """Eager PyTorch: ``net`` on ``device``; LR (N, 3, H, W) float in [0, 1] -> SR on ``device``.
 
     Runs in inference mode with channels-last tensors, on a copy of ``net`` (the caller's network
-    keeps its layout, so other users of it, e.g. the benchmarks, are unaffected): CFSR x4 at
-    320x180, 2 CPU threads, ran about 1.2x faster than with contiguous NCHW (same output to 2.3e-6).
-    torch.compile ran about 3x faster but took 72 s to compile per shape, so it is not used here.
+    keeps its layout, so other users of it, e.g. the benchmarks, are unaffected). CFSR x4 / CFSR-Delta
+    x4 at 320x180, 2 CPU threads, against contiguous NCHW under ``torch.no_grad``, median of 7
+    interleaved runs: 1.02x / 1.09x faster with glibc's default allocator, equal (1.02x / 0.99x) with
+    the CLI's (utils/allocator.py), which makes either about 1.4x faster; same output to 2.3e-6.
+    torch.compile (inductor, freezing) ran as fast as OpenVINO (608 vs 587 ms) after 16-34 s of
+    compilation per input shape, so it is not used here (README, "CPU runtimes").
     """
 
     name = 'torch'
