@@ -251,6 +251,21 @@ def test_option_files_give_the_same_sr_on_clean_lr(scale):
     assert np.array_equal(outputs[0], outputs[1])
 
 
+def test_a_growing_training_option_needs_its_trained_weights_for_inference():
+    """A training option that grows a smaller refiner (``train.grow_pretrained_refiner``) names that
+    refiner's checkpoint as its start: inference from it alone is one actionable line (it used to be a
+    shape-mismatch dump), and with the trained weights it builds the shipped network."""
+    from cfsrdelta_arch.app.engine import network_from_option_file
+    official_weights('CFSR_x4.pth')
+    training = os.path.join(ROOT, 'options', 'train', 'train_CFSRDelta_NonBlind_x4_cond.yml')
+    with pytest.raises(ValueError, match=r'is where this training run starts.*--weights'):
+        network_from_option_file(training)
+    trained, _ = network_from_option_file(training, os.path.join(ROOT, 'weights', 'cfsrdelta', 'CFSRDelta_NonBlind_x4.pth'))
+    shipped, _ = network_from_option_file(os.path.join(ROOT, 'options', 'test', 'test_CFSRDelta_NonBlind_x4.yml'))
+    ours, theirs = trained.state_dict(), shipped.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 @pytest.mark.parametrize('scale,training', [(2, 'train_CFSRDelta_NonBlind_x2_mse.yml'),
                                             (3, 'train_CFSRDelta_NonBlind_x3.yml'),
                                             (4, 'train_CFSRDelta_NonBlind_x4_cond2.yml')])

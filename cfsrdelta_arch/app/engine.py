@@ -353,10 +353,15 @@ def resolved_network_options(opt, path):
 
 def network_from_option_file(path, weights=None, param_key=None):
     """(network, scale) of ``network_g`` of a BasicSR option file, loaded as :meth:`SREngine.from_option_file`
-    describes (the file is checked before any weights are read)."""
+    describes (the file is checked before any weights are read). A training option that grows a smaller
+    refiner (``train.grow_pretrained_refiner``) needs ``weights``: its own checkpoint is the run's start."""
     opt = load_option_file(path)
     scale = option_scale(opt, path)
     default_weights, default_key = option_weights(opt, path)
+    if weights is None and (opt.get('train') or {}).get('grow_pretrained_refiner') is True:
+        raise ValueError(f'{path}: path.pretrain_network_g ({default_weights}) is where this training run starts, '
+                         'a smaller refiner grown into this one (train.grow_pretrained_refiner); give the trained '
+                         'weights (--weights, weights=) or use a test option file')
     net = load_inference_network(resolved_network_options(opt, path), weights or default_weights,
                                  param_key or default_key)
     return net, scale
