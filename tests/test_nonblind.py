@@ -256,9 +256,11 @@ def test_a_growing_training_option_needs_its_trained_weights_for_inference():
     refiner's checkpoint as its start: inference from it alone is one actionable line (it used to be a
     shape-mismatch dump), and with the trained weights it builds the shipped network."""
     from cfsrdelta_arch.app.engine import network_from_option_file
+    from cfsrdelta_arch.utils.fileio import OptionFileError
     official_weights('CFSR_x4.pth')
     training = os.path.join(ROOT, 'options', 'train', 'train_CFSRDelta_NonBlind_x4_cond.yml')
-    with pytest.raises(ValueError, match=r'is where this training run starts.*--weights'):
+    with pytest.raises(OptionFileError, match=r'grow_pretrained_refiner.*the smaller refiner this training starts '
+                                              r'from, not a trained network.*--weights'):
         network_from_option_file(training)
     trained, _ = network_from_option_file(training, os.path.join(ROOT, 'weights', 'cfsrdelta', 'CFSRDelta_NonBlind_x4.pth'))
     shipped, _ = network_from_option_file(os.path.join(ROOT, 'options', 'test', 'test_CFSRDelta_NonBlind_x4.yml'))

@@ -359,9 +359,9 @@ def network_from_option_file(path, weights=None, param_key=None):
     scale = option_scale(opt, path)
     default_weights, default_key = option_weights(opt, path)
     if weights is None and (opt.get('train') or {}).get('grow_pretrained_refiner') is True:
-        raise ValueError(f'{path}: path.pretrain_network_g ({default_weights}) is where this training run starts, '
-                         'a smaller refiner grown into this one (train.grow_pretrained_refiner); give the trained '
-                         'weights (--weights, weights=) or use a test option file')
+        raise OptionFileError(f'{path}: train.grow_pretrained_refiner: path.pretrain_network_g ({default_weights}) is '
+                              'the smaller refiner this training starts from, not a trained network; give the trained '
+                              'weights (--weights) or use a test option file')
     net = load_inference_network(resolved_network_options(opt, path), weights or default_weights,
                                  param_key or default_key)
     return net, scale
@@ -413,7 +413,8 @@ class SREngine:
         """Build ``network_g`` of a BasicSR train/test option file.
 
         Weights: ``weights`` if given, else ``path.pretrain_network_g`` (key ``param_key`` or
-        ``path.param_key_g``). For BackboneDelta, a refiner-only checkpoint is combined with the
+        ``path.param_key_g``; refused for a training option that grows a smaller refiner, whose
+        ``pretrain_network_g`` is its start). For BackboneDelta, a refiner-only checkpoint is combined with the
         backbone of ``network_g.backbone_weights``. Relative paths inside the file are resolved
         with :func:`resolve_option_path`. ``kwargs`` go to :class:`SREngine`. The file and the
         device are checked before any weights are read.
