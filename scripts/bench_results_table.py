@@ -27,6 +27,7 @@ import torch
 from cfsrdelta_arch.app.benchmark import (BACKBONE, evaluate_images, format_cost_table, format_quality_table,
                                             load_networks, measure_cost)
 from cfsrdelta_arch.data.lr_generation import list_images, read_image_color
+from cfsrdelta_arch.utils.allocator import keep_freed_memory_for_reuse
 
 
 def load_hr_folder(folder):
@@ -54,6 +55,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    keep_freed_memory_for_reuse()  # whole-image feature maps: see utils/allocator.py
     torch.set_grad_enabled(False)
     blocks = []
     for scale in args.scales:

@@ -1,5 +1,6 @@
-"""The CLI's glibc malloc tuning (utils/allocator.py), checked in child processes (it is process-wide):
-a 64 MiB block must come from the heap instead of a fresh mmap, and a user's MALLOC_* setting wins."""
+"""The glibc malloc tuning of the CLI, cfsrdelta-test and the table scripts (utils/allocator.py), checked in
+child processes (it is process-wide): a 64 MiB block must come from the heap instead of a fresh mmap, and
+a user's MALLOC_* setting wins."""
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from cfsrdelta_arch.utils.allocator import MALLOC_ENV_VARS, glibc
 # Allocates and frees a 64 MiB block before and after the tuning; prints, for each, the bytes glibc mapped
 # for it (growth of mallinfo2.hblkhd while it is alive) and the free bytes its heap keeps afterwards
 # (fordblks), and whether the tuning applied.
-PROBE = r'''
+MALLINFO = r'''
 import ctypes, json
 from cfsrdelta_arch.utils.allocator import glibc, keep_freed_memory_for_reuse
 
@@ -25,6 +26,8 @@ libc = glibc()
 libc.mallinfo2.restype = MallInfo2
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
+'''
+PROBE = MALLINFO + r'''
 def allocate():
     before = libc.mallinfo2().hblkhd
     block = libc.malloc(64 << 20)
@@ -60,10 +63,11 @@ def test_a_users_malloc_setting_wins():
     assert not result['applied'] and result['after']['mapped'] >= 64 << 20
 
 
-# Runs one evaluation entry point in a child process up to just past its start (its work is stubbed
-# out), then allocates a 64 MiB block: the entry point must have applied the tuning before its work.
-ENTRY_PROBE = r'''
-import ctypes, importlib.util, json, os, sys
+# Runs one evaluation entry point in a child process with its work replaced by ``stop``, which
+# allocates a 64 MiB block and prints how much of it glibc mapped: the tuning must be in place by the
+# time the work would start (no line printed: the stub was not reached).
+ENTRY_PROBE = MALLINFO + r'''
+import importlib.util, os, sys
 entry = sys.argv[1]
 
 def load_script(name):
@@ -73,48 +77,39 @@ def load_script(name):
     return module
 
 def stop(*args, **kwargs):
+    before = libc.mallinfo2().hblkhd
+    block = libc.malloc(64 << 20)
+    print(json.dumps({'mapped': libc.mallinfo2().hblkhd - before}), flush=True)
+    libc.free(block)
     raise OSError('stopped by the test')
 
-if entry == 'test.py':
+if entry == 'test_pipeline':
     from cfsrdelta_arch.app import runner
     runner.check_command_line = stop
     call = lambda: runner.test_pipeline('.')
-elif entry == 'run_benchmark':
+elif entry in ('run_benchmark', 'bench_results_table'):
     module = load_script(entry)
-    module.load_test_set = stop
+    setattr(module, 'load_test_set' if entry == 'run_benchmark' else 'load_networks', stop)
     call = lambda: module.main([])
 else:
     module = load_script(entry)
-    module.run_main = lambda body, args: 0
+    module.run_main = lambda body, args: stop()
     call = lambda: module.main(['--opt', 'x.yml', '--key', 'k', '--values', '1'] if entry == 'sweep_option' else [])
 try:
     call()
 except (OSError, SystemExit):
     pass
-from cfsrdelta_arch.utils.allocator import glibc
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks',
-                 'keepcost')]
-
-libc = glibc()
-libc.mallinfo2.restype = MallInfo2
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-before = libc.mallinfo2().hblkhd
-block = libc.malloc(64 << 20)
-print(json.dumps({'mapped': libc.mallinfo2().hblkhd - before}))
-libc.free(block)
 '''
 
 
-@pytest.mark.parametrize('entry', ['test.py', 'run_benchmark', 'robustness_table', 'sweep_option'])
+@pytest.mark.parametrize('entry', ['test_pipeline', 'run_benchmark', 'bench_results_table', 'robustness_table',
+                                   'sweep_option'])
 def test_evaluation_entry_points_apply_the_tuning(entry):
-    """The BasicSR test runner and the table scripts run whole images through the networks, where the
-    tuning made B100 x4 1.4x faster: they apply it as the CLI does."""
+    """cfsrdelta-test (app/runner.test_pipeline) and the table scripts run whole images through the
+    networks (utils/allocator.py has the gain): they apply the tuning as the CLI does."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     clean = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV_VARS}
     out = subprocess.run([sys.executable, '-c', ENTRY_PROBE, entry], env=clean, cwd=root, check=True,
                          capture_output=True, text=True).stdout
-    assert json.loads(out.strip().splitlines()[-1])['mapped'] == 0
+    probes = [json.loads(line) for line in out.splitlines() if line.startswith('{')]
+    assert probes == [{'mapped': 0}]

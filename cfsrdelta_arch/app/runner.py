@@ -52,7 +52,7 @@ def test_pipeline(root_path):
     anything is created: :func:`cfsrdelta_arch.app.options.check_command_line`);
     datasets whose HR folder is missing are skipped with a warning (the test options list all five
     benchmarks); a table of all results is logged and written to results/<name>/results.md. Runs
-    with the CLI's allocator settings (utils/allocator.py): B100 x4 with CFSR, 26-31 s instead of 38-42 s.
+    with the CLI's allocator settings (utils/allocator.py).
 
     Args:
         root_path (str): repository root; results/<name>/ is created under it.

@@ -1,5 +1,7 @@
-"""glibc malloc settings for image-sized tensors (the default of the CLI, the BasicSR test runner and
-the table scripts: the entry points that run whole images).
+"""glibc malloc settings for image-sized tensors: the default of the entry points that run whole images
+(cfsrdelta-infer, the plugin's test runner ``cfsrdelta_arch/test.py`` / ``cfsrdelta-test``, and the
+table scripts run_benchmark, bench_results_table, robustness_table, sweep_option). BasicSR's own
+``test_pipeline``, as a foreign project calls it, is left alone.
 
 By default glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh ``mmap``
 and returns it to the kernel on ``free``, so each of the hundreds of feature maps of one forward pass
@@ -8,7 +10,7 @@ memory (a huge ``M_TRIM_THRESHOLD``) lets later blocks reuse the pages. Measured
 backend, SREngine, 2 threads, best of 2 in alternated child processes, idle machine): 2560x1440
 output as a whole image 13.03 s -> 3.74 s (3.5x), peak RSS 1452 -> 1887 MiB; 1280x720 1.20 -> 0.92 s;
 OpenVINO plans its own memory and was unchanged (720p 0.68 vs 0.75 s, tiled 4K 15.6 vs 15.5 s,
-within noise). The BasicSR test runner on B100 x4 (CFSR): 38-42 s -> 26-31 s. The cost is that freed
+within noise). The plugin's test runner on B100 x4 (CFSR): 38-42 s -> 26-31 s. The cost is that freed
 memory stays with the process until it exits, hence an entry point's default and not something the
 library does to its users' processes.
 """
