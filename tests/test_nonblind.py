@@ -269,7 +269,7 @@ def test_a_growing_training_option_needs_its_trained_weights_for_inference():
 
 
 @pytest.mark.parametrize('scale,training', [(2, 'train_CFSRDelta_NonBlind_x2_mse.yml'),
-                                            (3, 'train_CFSRDelta_NonBlind_x3.yml'),
+                                            (3, 'train_CFSRDelta_NonBlind_x3_mse.yml'),
                                             (4, 'train_CFSRDelta_NonBlind_x4_cond2.yml')])
 def test_test_option_builds_the_refiner_its_weights_were_trained_as(scale, training):
     """The shipped test option's refiner equals the training option's that made its weights, up to the
